@@ -1,0 +1,1 @@
+"""vitcap: vision transformers and image captioning."""
