@@ -1,1 +1,3 @@
-"""vitcap: vision transformers and image captioning."""
+"""vitcap: vision transformers and image captioning on timm, PyTorch and Lightning."""
+
+__version__ = "0.1.0"

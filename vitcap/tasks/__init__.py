@@ -1,0 +1,7 @@
+"""LightningModules: each task owns its loss, label shift, metrics and logging."""
+
+from vitcap.tasks.base import VitcapTask
+from vitcap.tasks.captioning import CaptioningTask
+from vitcap.tasks.classification import ClassificationTask
+
+__all__ = ["CaptioningTask", "ClassificationTask", "VitcapTask"]

@@ -1,0 +1,138 @@
+"""What both Lightning tasks share: optimizer/scheduler injection, optional compile, and checkpoint hygiene."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from vitcap import __version__
+from vitcap.tasks.optim import param_groups, warmup_cosine
+
+CHECKPOINT_KEY = "vitcap"
+
+
+def plain(value: Any) -> Any:
+    """Convert config values to plain Python containers so checkpoints load with `weights_only=True`."""
+    if isinstance(value, dict):  # also AttributeDict and jsonargparse Namespace-derived dicts
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "as_dict"):  # jsonargparse Namespace
+        return plain(value.as_dict())
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return plain(dataclasses.asdict(value))
+    return str(value)
+
+
+class VitcapTask(pl.LightningModule):
+    """Base LightningModule: subclasses build `self.model` and define the steps.
+
+    Args:
+        lr: Peak learning rate of the default AdamW optimizer (ignored when `optimizer` is given).
+        weight_decay: Weight decay of the default optimizer (never applied to norms, biases, embeddings, tokens).
+        warmup: Warm-up of the default cosine schedule: fraction of all steps when < 1, else a number of steps.
+        min_lr_ratio: Final learning rate of the default cosine schedule, as a fraction of `lr`.
+        optimizer: Optimizer factory injected from the config (`class_path` + `init_args`); called with the
+            parameter groups.
+        scheduler: LR-scheduler factory injected from the config; called with the optimizer, stepped per epoch.
+            None: the default warm-up + cosine, stepped per optimizer step.
+        compile: Compile the model with `torch.compile` (off by default; useful on GPU).
+        monitor: Metric the default ModelCheckpoint selects the best checkpoint on.
+        monitor_mode: "max" or "min" for `monitor`.
+    """
+
+    task_name: str = ""
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup: float = 0.05,
+        min_lr_ratio: float = 0.01,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        compile: bool = False,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+    ) -> None:
+        super().__init__()
+        if monitor_mode not in ("min", "max"):
+            raise ValueError(f"model.monitor_mode: expected 'min' or 'max', got {monitor_mode!r}")
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup = warmup
+        self.min_lr_ratio = min_lr_ratio
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.compile_model = compile
+        self.monitor = monitor
+        self.monitor_mode = monitor_mode
+        self.model: torch.nn.Module
+
+    # ----------------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        groups = param_groups(self.model)
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is not None:
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer)}}
+        total = int(self.trainer.estimated_stepping_batches)
+        schedule = warmup_cosine(optimizer, total, warmup=self.warmup, min_lr_ratio=self.min_lr_ratio)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_model(self) -> None:
+        if self.compile_model and not getattr(self, "_compiled", False):
+            # In-place compile keeps parameter names, so checkpoints stay interchangeable with eager models.
+            self.model.compile()
+            self._compiled = True
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """Default callbacks; a ModelCheckpoint with a monitor in the config takes precedence over ours."""
+        callbacks: list[pl.Callback] = []
+        trainer = getattr(self, "_trainer", None)
+        existing = trainer.callbacks if trainer is not None else []
+        has_user_ckpt = any(isinstance(c, ModelCheckpoint) and c.monitor is not None for c in existing)
+        if not has_user_ckpt and (trainer is None or trainer.checkpoint_callback is not None):
+            callbacks.append(
+                ModelCheckpoint(
+                    monitor=self.monitor,
+                    mode=self.monitor_mode,
+                    save_last=True,
+                    filename="best",
+                    enable_version_counter=False,
+                )
+            )
+        if trainer is not None and trainer.logger is not None:
+            if not any(isinstance(c, LearningRateMonitor) for c in existing):
+                callbacks.append(LearningRateMonitor(logging_interval="step"))
+        return callbacks
+
+    # ------------------------------------------------------------------------------------------------- checkpoints
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """What `vitcap.load` needs besides the weights; subclasses add tokenizer / class names."""
+        return {"task": self.task_name, "version": __version__}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning stores hparams as AttributeDict; plain dicts keep `torch.load(weights_only=True)` working.
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = plain(checkpoint[key])
+        checkpoint[CHECKPOINT_KEY] = plain(self.checkpoint_meta())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get(CHECKPOINT_KEY)
+        if meta is not None and meta.get("task") != self.task_name:
+            raise ValueError(
+                f"this checkpoint was trained for the {meta.get('task')!r} task, not {self.task_name!r}: "
+                "use the matching model class / config"
+            )

@@ -1,0 +1,72 @@
+"""Optimizer parameter groups and the default warm-up + cosine learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+OptimizerFactory = Callable[[Iterable], Optimizer]
+SchedulerFactory = Callable[[Optimizer], LRScheduler]
+
+# Parameter names (last component or a prefix component) that must not be weight-decayed: embeddings, position
+# tables and class/register tokens (as in timm's `no_weight_decay`), besides every bias and norm weight.
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "dist_token", "tok_embed", "pos_embedding", "position")
+
+
+def _no_decay(name: str, param: nn.Parameter) -> bool:
+    if param.ndim <= 1:  # biases, LayerNorm/BatchNorm weights, 1-D scales
+        return True
+    parts = name.split(".")
+    return any(part.startswith(key) for part in parts for key in NO_DECAY_NAMES)
+
+
+def param_groups(module: nn.Module) -> list[dict]:
+    """Split trainable parameters into a decayed and a non-decayed group.
+
+    Norms, biases, embeddings, position tables and class tokens get no weight decay; a tied parameter (output head
+    sharing the token embedding) is counted once and follows its first name. The decayed group carries no
+    `weight_decay` key, so it takes the optimizer's own setting (whatever optimizer the config injects).
+
+    Args:
+        module: The model whose parameters are grouped.
+
+    Returns:
+        Parameter groups for a torch optimizer.
+    """
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():  # named_parameters de-duplicates tied weights
+        if not param.requires_grad:
+            continue
+        (no_decay if _no_decay(name, param) else decay).append(param)
+    return [
+        {"params": decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def warmup_cosine(
+    optimizer: Optimizer, total_steps: int, warmup: float | int = 0.05, min_lr_ratio: float = 0.01
+) -> LambdaLR:
+    """Linear warm-up followed by cosine decay to `min_lr_ratio` of the base learning rate, stepped per batch.
+
+    Args:
+        optimizer: The optimizer whose groups are scheduled.
+        total_steps: Optimizer steps of the whole run.
+        warmup: Warm-up length: a fraction of `total_steps` when < 1, else a number of steps.
+        min_lr_ratio: Final learning rate as a fraction of the base one.
+    """
+    total_steps = max(1, int(total_steps))
+    warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
+    warmup_steps = min(warmup_steps, total_steps - 1) if total_steps > 1 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
