@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -93,6 +94,217 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
     )
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def expand_images(inputs: Sequence[str]) -> list[Path]:
+    """Files as given; folders expand to their image files (sorted, not recursive)."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            paths.append(path)
+    return paths
+
+
+def _fail(message: str) -> int:
+    print(f"vitcap: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _progress(total: int):
+    from rich.progress import Progress
+
+    # Only worth drawing for many images, and only on a terminal (never in piped output or logs).
+    return Progress(transient=True, disable=total < 16 or not sys.stderr.isatty(), console=None)
+
+
+def _load_batches(pipeline: Any, paths: list[Path], batch_size: int):
+    """Yield (paths, preprocessed batch, PIL images) of readable images; report unreadable ones on stderr."""
+    from vitcap.data.images import ImageLoadError, load_image
+
+    good: list[tuple[Path, Any]] = []
+    failed = 0
+    for i, path in enumerate(paths):
+        try:
+            good.append((path, load_image(path)))
+        except ImageLoadError as e:
+            print(f"vitcap: skipped: {e}", file=sys.stderr)
+            failed += 1
+        if len(good) == batch_size or (i == len(paths) - 1 and good):
+            images = [img for _, img in good]
+            yield [p for p, _ in good], images, failed
+            good, failed = [], 0
+    if failed:
+        yield [], [], failed
+
+
+def caption_main(argv: list[str]) -> int:
+    """`vitcap caption`: caption images or folders of images with a trained checkpoint."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="vitcap caption", description="Caption images with a trained checkpoint.")
+    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("--checkpoint", required=True, help=".ckpt from training or a `vitcap export` folder")
+    parser.add_argument("--beams", type=int, default=None, help="beam size (default: the checkpoint's setting)")
+    parser.add_argument("--max-length", type=int, default=None, help="maximum caption length in tokens")
+    parser.add_argument("--sample", action="store_true", help="sample instead of searching")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=None, help="seed for --sample")
+    parser.add_argument("--num-captions", type=int, default=1, help="captions per image (n-best or samples)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--save-attention", metavar="DIR", help="write one attention PNG per image to DIR")
+    args = parser.parse_args(argv)
+
+    from vitcap.inference import CaptionPipeline, CheckpointError, load
+
+    try:
+        pipeline = load(args.checkpoint, device=args.device)
+    except CheckpointError as e:
+        return _fail(str(e))
+    if not isinstance(pipeline, CaptionPipeline):
+        return _fail(f"{args.checkpoint}: a {pipeline.meta['task']} checkpoint; `vitcap caption` needs a captioner")
+    decoding: dict[str, Any] = {"num_return_sequences": args.num_captions}
+    if args.beams is not None:
+        decoding["num_beams"] = args.beams
+    if args.num_captions > 1 and not args.sample:
+        decoding["num_beams"] = max(decoding.get("num_beams", 1), args.num_captions)
+    if args.max_length is not None:
+        decoding["max_length"] = args.max_length
+    if args.sample:
+        decoding.update(
+            do_sample=True,
+            num_beams=1,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
+    paths = expand_images(args.images)
+    if not paths:
+        return _fail("no images found in " + " ".join(args.images))
+    failures = 0
+    try:
+        with _progress(len(paths)) as progress:
+            bar = progress.add_task("captioning", total=len(paths))
+            for batch_paths, images, failed in _load_batches(pipeline, paths, args.batch_size):
+                failures += failed
+                progress.advance(bar, len(batch_paths) + failed)
+                if not batch_paths:
+                    continue
+                results = pipeline.caption(images, return_attention=bool(args.save_attention), **decoding)
+                for path, image, result in zip(batch_paths, images, results):
+                    if args.json:
+                        row = {
+                            "image": str(path),
+                            "caption": result.caption,
+                            "score": result.score,
+                            "alternatives": result.alternatives,
+                        }
+                        print(json.dumps(row, ensure_ascii=False), flush=True)
+                    else:
+                        print(f"{path}\t{result.caption}", flush=True)
+                    if args.save_attention:
+                        from vitcap.viz import caption_attention_figure
+
+                        caption_attention_figure(
+                            image,
+                            result.words,
+                            result.attention,
+                            Path(args.save_attention) / f"{path.stem}.png",
+                            result.caption,
+                        )
+    except ValueError as e:
+        return _fail(str(e))
+    if failures:
+        print(f"vitcap: {failures} of {len(paths)} images could not be read", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def classify_main(argv: list[str]) -> int:
+    """`vitcap classify`: class names with probabilities for images or folders of images."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="vitcap classify", description="Classify images with a trained checkpoint.")
+    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("--checkpoint", required=True, help=".ckpt from training or a `vitcap export` folder")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--save-attention", metavar="DIR", help="write attention-rollout PNGs (ViT) to DIR")
+    args = parser.parse_args(argv)
+
+    from vitcap.inference import CheckpointError, ClassifyPipeline, load
+
+    try:
+        pipeline = load(args.checkpoint, device=args.device)
+    except CheckpointError as e:
+        return _fail(str(e))
+    if not isinstance(pipeline, ClassifyPipeline):
+        return _fail(f"{args.checkpoint}: a {pipeline.meta['task']} checkpoint; `vitcap classify` needs a classifier")
+    paths = expand_images(args.images)
+    if not paths:
+        return _fail("no images found in " + " ".join(args.images))
+    failures = 0
+    try:
+        with _progress(len(paths)) as progress:
+            bar = progress.add_task("classifying", total=len(paths))
+            for batch_paths, images, failed in _load_batches(pipeline, paths, args.batch_size):
+                failures += failed
+                progress.advance(bar, len(batch_paths) + failed)
+                if not batch_paths:
+                    continue
+                tops = pipeline.classify(images, top_k=args.top_k)
+                rollouts = pipeline.rollout(images) if args.save_attention else None
+                for i, (path, top) in enumerate(zip(batch_paths, tops)):
+                    if args.json:
+                        row = {"image": str(path), "label": top[0][0], "top": [{"label": n, "prob": p} for n, p in top]}
+                        print(json.dumps(row, ensure_ascii=False), flush=True)
+                    else:
+                        print(f"{path}\t" + "\t".join(f"{n} {p:.3f}" for n, p in top), flush=True)
+                    if rollouts is not None:
+                        from vitcap.viz import rollout_figure
+
+                        rollout_figure(
+                            images[i],
+                            rollouts[i].cpu(),
+                            Path(args.save_attention) / f"{path.stem}.png",
+                            f"{top[0][0]} ({top[0][1]:.2f})",
+                        )
+    except ValueError as e:
+        return _fail(str(e))
+    if failures:
+        print(f"vitcap: {failures} of {len(paths)} images could not be read", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def export_main(argv: list[str]) -> int:
+    """`vitcap export`: a checkpoint as safetensors weights + JSON config that `vitcap.load` reads without pickle."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="vitcap export", description=export_main.__doc__)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args(argv)
+    from vitcap.inference import CheckpointError, export
+
+    try:
+        out = export(args.checkpoint, args.out)
+    except CheckpointError as e:
+        return _fail(str(e))
+    print(f"exported {args.checkpoint} to {out}")
+    return 0
+
+
 def _tool(module: str, name: str = "main") -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
         import importlib
@@ -115,11 +327,11 @@ def _data_main(argv: list[str]) -> int:
 
 
 TOOLS: dict[str, Callable[[list[str]], int]] = {
-    "caption": _tool("vitcap.predict", "caption_main"),
-    "classify": _tool("vitcap.predict", "classify_main"),
+    "caption": lambda argv: caption_main(argv),
+    "classify": lambda argv: classify_main(argv),
     "evaluate": _tool("vitcap.metrics.evaluate"),
     "data": lambda argv: _data_main(argv),
-    "export": _tool("vitcap.predict", "export_main"),
+    "export": lambda argv: export_main(argv),
 }
 
 

@@ -68,7 +68,7 @@ class CaptioningTask(VitcapTask):
 
     def __init__(
         self,
-        preset: str = "demo",
+        preset: str = "tiny",
         encoder: dict[str, Any] | None = None,
         decoder: dict[str, Any] | None = None,
         vocab_size: int = 0,
@@ -99,7 +99,7 @@ class CaptioningTask(VitcapTask):
         encoder = dict(encoder or {})
         if img_size is not None:
             encoder.setdefault("img_size", img_size)
-        self.model = create_captioner(preset, vocab_size=vocab_size, encoder=encoder, decoder=decoder)
+        self.model = create_captioner(preset, vocab_size=vocab_size, encoder=encoder, decoder=decoder, pad_id=pad_id)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.tokenizer = CaptionTokenizer.from_json(tokenizer) if tokenizer else None
         self.generation = GenerationConfig(**(generation or {}))

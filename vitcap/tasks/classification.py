@@ -38,7 +38,7 @@ class ClassificationTask(VitcapTask):
 
     def __init__(
         self,
-        preset: str = "demo",
+        preset: str = "tiny",
         encoder: dict[str, Any] | None = None,
         num_classes: int = 0,
         class_names: list[str] | None = None,
