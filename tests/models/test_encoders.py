@@ -1,0 +1,138 @@
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torchvision
+from safetensors.torch import save_file
+from timm.layers import resample_abs_pos_embed
+from torch.testing import assert_close
+
+from vitcap.models import CNNEncoder, ViTEncoder, build_encoder
+
+VIT = {"model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def test_vit_tokens_equal_timm_forward_features() -> None:
+    reference = timm.create_model(**VIT, img_size=32, num_classes=0).eval()
+    encoder = ViTEncoder(**VIT, img_size=32).eval()
+    encoder.model.load_state_dict(reference.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    tokens = encoder.forward_features(images)
+    assert tokens.shape == (2, 1 + 16, 32)
+    assert torch.equal(tokens, reference.forward_features(images))
+    assert (encoder.embed_dim, encoder.num_prefix_tokens, encoder.grid_size) == (32, 1, (4, 4))
+
+
+@pytest.mark.parametrize(("img_size", "grid"), [(32, 4), (48, 6)])
+def test_vit_new_img_size(img_size: int, grid: int) -> None:
+    encoder = ViTEncoder(**VIT, img_size=img_size, in_chans=1).eval()
+    tokens = encoder(torch.randn(2, 1, img_size, img_size))
+    assert tokens.shape == (2, 1 + grid * grid, 32)
+    assert encoder.grid_size == (grid, grid)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_vit_checkpoint_at_other_img_size_resamples_pos_embed(tmp_path: Path, suffix: str) -> None:
+    # Saved by timm at 32 px with a 10-class head; loaded headless at 48 px.
+    source = timm.create_model(**VIT, img_size=32, num_classes=10)
+    path = tmp_path / f"vit{suffix}"
+    state = source.state_dict()
+    if suffix == ".pth":
+        torch.save({"state_dict": state}, path)
+    else:
+        save_file(state, path)
+    encoder = ViTEncoder(**VIT, img_size=48, checkpoint_path=str(path))
+    expected = resample_abs_pos_embed(state["pos_embed"], new_size=[6, 6], num_prefix_tokens=1)
+    assert encoder.model.pos_embed.shape == (1, 1 + 36, 32)
+    assert_close(encoder.model.pos_embed.data, expected)
+    assert torch.equal(encoder.model.pos_embed.data[:, 0], state["pos_embed"][:, 0])  # class token kept as is
+    assert torch.equal(encoder.model.blocks[1].attn.qkv.weight, state["blocks.1.attn.qkv.weight"])
+
+
+def test_vit_encoder_state_dict_reloads(tmp_path: Path) -> None:
+    encoder = ViTEncoder(**VIT, img_size=32)
+    path = tmp_path / "encoder.pt"
+    torch.save(encoder.state_dict(), path)  # keys carry the wrapper's "model." prefix
+    reloaded = ViTEncoder(**VIT, img_size=32, checkpoint_path=str(path))
+    assert torch.equal(reloaded.model.cls_token, encoder.model.cls_token)
+
+
+def test_vit_errors_name_model_and_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="vit_nonexistent"):
+        ViTEncoder("vit_nonexistent")
+    missing = tmp_path / "missing.pth"
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        ViTEncoder(**VIT, img_size=32, checkpoint_path=str(missing))
+    wider = tmp_path / "wider.pth"
+    torch.save(timm.create_model(**(VIT | {"embed_dim": 64}), img_size=32).state_dict(), wider)
+    with pytest.raises(ValueError, match="wider.pth"):
+        ViTEncoder(**VIT, img_size=32, checkpoint_path=str(wider))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="garbage.pth"):
+        ViTEncoder(**VIT, img_size=32, checkpoint_path=str(garbage))
+    with pytest.raises(ValueError, match="not a vision transformer"):
+        ViTEncoder("resnet18")
+
+
+@pytest.mark.parametrize("source", ["timm", "torchvision"])
+@pytest.mark.parametrize(("out_index", "grid"), [(-1, 2), (3, 4)])
+def test_cnn_encoder_tokens(source: str, out_index: int, grid: int) -> None:
+    encoder = CNNEncoder("resnet18", embed_dim=32, source=source, out_index=out_index, img_size=64).eval()
+    assert encoder.grid_size == (grid, grid)
+    tokens = encoder(torch.randn(2, 3, 64, 64))
+    assert tokens.shape == (2, grid * grid, 32)
+    assert encoder.num_prefix_tokens == 0
+    # Positions are computed per batch, so another image size just gives another grid.
+    assert encoder(torch.randn(1, 3, 96, 64)).shape == (1, (grid * 3 // 2) * grid, 32)
+    assert encoder.grid_size == (grid * 3 // 2, grid)
+
+
+def test_cnn_encoder_feature_map_is_the_chosen_stage() -> None:
+    encoder = CNNEncoder("resnet18", embed_dim=32, out_index=3).eval()
+    reference = timm.create_model("resnet18", features_only=True, out_indices=(3,)).eval()
+    reference.load_state_dict(encoder.model.state_dict(), strict=False)
+    images = torch.randn(2, 3, 64, 64)
+    feat = reference(images)[0]
+    assert feat.shape == (2, 256, 4, 4)
+    assert torch.equal(encoder._feature_map(images), feat)
+    assert encoder.reduction == 16
+
+
+@pytest.mark.parametrize("source", ["timm", "torchvision"])
+def test_cnn_checkpoint_with_classifier_loads(tmp_path: Path, source: str) -> None:
+    if source == "timm":
+        net = timm.create_model("resnet18", num_classes=7)
+    else:
+        net = torchvision.models.resnet18(num_classes=7)
+    path = tmp_path / "cnn.pth"
+    torch.save(net.state_dict(), path)
+    encoder = CNNEncoder("resnet18", embed_dim=32, source=source, checkpoint_path=str(path))
+    assert torch.equal(encoder.model.layer4[1].conv2.weight, net.layer4[1].conv2.weight)
+
+
+@pytest.mark.parametrize("source", ["timm", "torchvision"])
+def test_cnn_other_in_chans(source: str) -> None:
+    encoder = CNNEncoder("resnet18", embed_dim=32, source=source, in_chans=1)
+    assert encoder(torch.randn(2, 1, 32, 32)).shape == (2, 1, 32)
+
+
+def test_build_encoder_and_errors() -> None:
+    assert isinstance(build_encoder("vit", **VIT, img_size=32), ViTEncoder)
+    assert isinstance(build_encoder("cnn", model_name="resnet18", embed_dim=32), CNNEncoder)
+    with pytest.raises(ValueError, match="kind"):
+        build_encoder("rnn")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a ResNet"):
+        CNNEncoder("squeezenet1_0", source="torchvision")
+    with pytest.raises(ValueError, match="resnet_nonexistent"):
+        CNNEncoder("resnet_nonexistent", source="torchvision")
+    with pytest.raises(ValueError, match="out_index=7"):
+        CNNEncoder("resnet18", out_index=7)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        CNNEncoder("resnet18", embed_dim=30)

@@ -1,0 +1,89 @@
+"""The text decoder block: masked self-attention -> cross-attention -> MLP."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from vitcap.layers.attention import Attention, CrossAttentionKind, CrossKV, KVCache, build_cross_attention
+from vitcap.layers.mlp import Act, Mlp
+
+__all__ = ["DecoderBlock"]
+
+
+class DecoderBlock(nn.Module):
+    """One transformer decoder layer, laid out like ``torch.nn.TransformerDecoderLayer``.
+
+    Each sub-layer (``attn``, ``cross_attn``, ``mlp``) has a residual connection and a LayerNorm (``norm1``,
+    ``norm2``, ``norm3``). Pre-norm (``norm_first=True``) normalises the sub-layer input, ``x + f(norm(x))``,
+    which trains stably without warm-up and needs a final norm after the stack; post-norm, the 2017 original,
+    normalises the sum, ``norm(x + f(x))``.
+
+    Args:
+        dim: Width D.
+        num_heads: Attention heads H (self- and cross-attention).
+        mlp_ratio: MLP hidden width as a multiple of D.
+        qkv_bias: Bias on the attention projections.
+        dropout: Dropout on each residual branch and inside the MLP.
+        attn_drop: Dropout on attention probabilities.
+        norm_first: Pre-norm (True) or post-norm (False).
+        cross_attn: Cross-attention kind (see ``build_cross_attention``).
+        kv_dim: Width of the image tokens; defaults to D.
+        act: MLP activation.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        attn_drop: float = 0.0,
+        norm_first: bool = True,
+        cross_attn: CrossAttentionKind = "scaled_dot",
+        kv_dim: int | None = None,
+        act: Act = "gelu",
+    ) -> None:
+        super().__init__()
+        self.norm_first = norm_first
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop)
+        self.drop1 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.cross_attn = build_cross_attention(cross_attn, dim, num_heads, kv_dim, qkv_bias, attn_drop)
+        self.drop2 = nn.Dropout(dropout)
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=dropout, act=act)
+        self.drop3 = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        cross_kv: CrossKV,
+        *,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Run the block causally over ``x``.
+
+        Args:
+            x: Text hidden states ``(B, T, D)``; with a cache, the ``T`` newest positions.
+            cross_kv: The image keys/values for this block (``cross_attn.project_kv``); ``B`` may be a multiple
+                of its image count (grouped rows, see ``Attention``).
+            cache: This block's self-attention cache, appended to.
+            need_weights: Also return the cross-attention weights ``(B, T, N)``.
+
+        Returns:
+            Hidden states ``(B, T, D)`` and cross-attention weights or None.
+        """
+        if self.norm_first:
+            x = x + self.drop1(self.attn(self.norm1(x), is_causal=True, cache=cache)[0])
+            y, weights = self.cross_attn(self.norm2(x), kv=cross_kv, need_weights=need_weights)
+            x = x + self.drop2(y)
+            x = x + self.drop3(self.mlp(self.norm3(x)))
+        else:
+            x = self.norm1(x + self.drop1(self.attn(x, is_causal=True, cache=cache)[0]))
+            y, weights = self.cross_attn(x, kv=cross_kv, need_weights=need_weights)
+            x = self.norm2(x + self.drop2(y))
+            x = self.norm3(x + self.drop3(self.mlp(x)))
+        return x, weights
