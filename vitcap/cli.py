@@ -6,7 +6,6 @@ entry point shares one dispatcher and one error style (a one-line message naming
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,10 +34,14 @@ tools:
 
 def _quiet_lightning() -> None:
     # Lightning advertises a cloud logger on every run; it is noise in a research tool's output.
-    os.environ.setdefault("LITLOGGER_DISABLE_TIP", "1")
+    import logging
     import warnings
 
-    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    class _NoTip(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "litlogger" not in str(record.msg)
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTip())
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
