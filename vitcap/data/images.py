@@ -1,0 +1,156 @@
+"""Image loading: the one place in vitcap where image files are opened.
+
+``load_image`` returns an 8-bit RGB ``PIL.Image`` for every file Pillow can decode, or raises ``ImageLoadError``
+(a ``ValueError``) whose one-line message names the file and the reason. Mode conversion rules:
+
+- EXIF orientation is applied (``ImageOps.exif_transpose``), so width/height are as a viewer shows them.
+- ``L`` and ``1`` (1-bit) are replicated to RGB; ``CMYK`` and ``YCbCr`` use Pillow's conversion (ICC profiles
+  are ignored).
+- Transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a ``transparency`` entry) is composited over a white
+  background, the way a browser shows the image on a white page.
+- 16-bit integer images (``I;16*``) are scaled to 8 bits by ``>> 8`` (65535 -> 255, 32768 -> 128), not clipped.
+  32-bit ``I`` images whose values fit in 0..255 are kept, in 0..65535 are shifted by 8 bits, otherwise
+  min-max scaled. Float ``F`` images in [0, 1] are multiplied by 255, otherwise min-max scaled.
+- Images with more than ``max_pixels`` pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``) are refused as possible
+  decompression bombs. A lower limit can be passed per call; a higher one needs ``PIL.Image.MAX_IMAGE_PIXELS``
+  raised, since Pillow itself refuses images over twice its global limit.
+- Truncated, corrupt, zero-byte, missing and non-image files raise ``ImageLoadError``. The pixel data is
+  decoded inside ``load_image`` so truncation is found here and not later in a transform.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageLoadError", "load_image", "to_rgb"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+_TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+class ImageLoadError(ValueError):
+    """An image file that cannot be used; the message names the file and the reason in one line.
+
+    Attributes:
+        path: The file that failed.
+        reason: What was wrong with it.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot load image {self.path}: {reason}")
+
+    def __reduce__(self):  # keeps the exception picklable across DataLoader worker processes
+        return (type(self), (self.path, self.reason))
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
+    """Open an image file and return it as an 8-bit RGB image with EXIF orientation applied.
+
+    Args:
+        path: Image file.
+        max_pixels: Refuse images with more pixels than this (decompression-bomb guard). ``None`` uses
+            ``PIL.Image.MAX_IMAGE_PIXELS``.
+
+    Returns:
+        A fully decoded ``PIL.Image`` in mode ``RGB``, detached from the file.
+
+    Raises:
+        ImageLoadError: The file is missing, empty, not an image, truncated, corrupt, too large, or in a mode
+            that cannot be converted to RGB.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageLoadError(path, "file not found")
+    if path.is_dir():
+        raise ImageLoadError(path, "is a directory, expected an image file")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(path, "empty file (0 bytes)")
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        # Pillow warns between 1x and 2x its global limit; turn that warning into an error for this call only.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if limit is not None and img.width * img.height > limit:
+                    raise ImageLoadError(
+                        path, f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds the limit {limit}"
+                    )
+                img.load()
+                rgb = to_rgb(_exif_transpose(img))
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageLoadError(path, f"possible decompression bomb ({e})") from e
+    except UnidentifiedImageError as e:
+        raise ImageLoadError(path, "not a recognised image format") from e
+    except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many exception types on corrupt input
+        raise ImageLoadError(path, f"truncated or corrupt image data ({type(e).__name__}: {e})") from e
+    return rgb
+
+
+def _exif_transpose(img: Image.Image) -> Image.Image:
+    try:
+        out = ImageOps.exif_transpose(img)
+    except (ValueError, TypeError, KeyError, OSError, SyntaxError):
+        # Broken EXIF metadata should not make good pixels unusable; keep the stored orientation.
+        return img
+    return img if out is None else out
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert a decoded image of any Pillow mode to 8-bit RGB (see the module docstring for the rules).
+
+    Args:
+        img: A loaded image.
+
+    Returns:
+        The image in mode ``RGB``.
+
+    Raises:
+        ValueError: The mode has no conversion to RGB.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in _TRANSPARENT_MODES:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode.startswith("I;16"):
+        arr = np.asarray(img).astype(np.uint16)
+        return Image.fromarray((arr >> 8).astype(np.uint8)).convert("RGB")
+    if mode == "I":
+        arr = np.asarray(img).astype(np.int64)
+        if arr.size and arr.min() >= 0 and arr.max() <= 255:
+            out = arr
+        elif arr.size and arr.min() >= 0 and arr.max() <= 65535:
+            out = arr >> 8
+        else:
+            out = _min_max(arr)
+        return Image.fromarray(out.astype(np.uint8)).convert("RGB")
+    if mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise ValueError("float image contains NaN or infinity")
+        out = np.rint(arr * 255.0) if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0 else _min_max(arr)
+        return Image.fromarray(out.astype(np.uint8)).convert("RGB")
+    try:
+        return img.convert("RGB")
+    except ValueError as e:
+        raise ValueError(f"image mode {mode!r} cannot be converted to RGB") from e
+
+
+def _min_max(arr: np.ndarray) -> np.ndarray:
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.float64)
+    return np.rint((arr - lo) * (255.0 / (hi - lo)))
