@@ -42,7 +42,36 @@ def _quiet_lightning() -> None:
             return "litlogger" not in str(record.msg)
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTip())
+    warnings.filterwarnings("ignore", message=r".*args parameter is intended to run from within Python.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def default_checkpoints(trainer_config: dict[str, Any], extra: list[Any], model: Any) -> list[Any]:
+    """Best-on-metric and always-fresh last checkpoints in an unversioned folder, unless the config has its own.
+
+    The folder is `{logger save_dir}/{logger name}/checkpoints` (not the per-version log folder), so
+    `--ckpt_path last` finds the previous run's `last.ckpt`. `last.ckpt` is its own callback because Lightning's
+    `save_last` refreshes it only when the monitored metric improved.
+    """
+    from pathlib import Path
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    if trainer_config.get("enable_checkpointing") is False or trainer_config.get("fast_dev_run"):
+        return []
+    present = [c for c in list(trainer_config.get("callbacks") or []) + list(extra) if isinstance(c, ModelCheckpoint)]
+    if present:
+        return []
+    logger = trainer_config.get("logger")
+    if hasattr(logger, "root_dir") and logger.root_dir:
+        dirpath = Path(logger.root_dir) / "checkpoints"
+    else:
+        dirpath = Path(trainer_config.get("default_root_dir") or ".") / "checkpoints"
+    monitor, mode = getattr(model, "monitor", "val/loss"), getattr(model, "monitor_mode", "min")
+    return [
+        ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, enable_version_counter=False),
+        ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False),
+    ]
 
 
 def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
@@ -78,6 +107,17 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
                     "--output", default="predictions.json", help="JSON file the predictions are written to"
                 )
             return parser
+
+        def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+            config = dict(config)
+            config["callbacks"] = list(config.get("callbacks") or []) + default_checkpoints(config, callbacks,
+                                                                                            self.model)  # fmt: skip
+            return super()._instantiate_trainer(config, callbacks)
+
+        def _parse_ckpt_path(self) -> None:
+            # Lightning would re-parse the checkpoint's hparams over the config (and swap in its model class);
+            # vitcap keeps the YAML authoritative and checks the checkpoint against it in `on_load_checkpoint`.
+            return
 
         def before_predict(self) -> None:
             output = self.config["predict"].get("output", "predictions.json")
@@ -357,3 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def train_main() -> None:
     """Entry point of `train.py`: the LightningCLI alone."""
     lightning_cli()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

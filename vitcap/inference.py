@@ -11,7 +11,6 @@ import inspect
 import json
 import os
 import pickle
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +62,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
             f"{path}: refused: the file holds Python objects that weights_only loading does not allow "
             f"(a pickle that could run code): {reason}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # torch raises many kinds (KeyError, RuntimeError, EOFError...) for non-checkpoints
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a vitcap/Lightning checkpoint (no 'state_dict')")

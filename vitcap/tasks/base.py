@@ -97,21 +97,23 @@ class VitcapTask(pl.LightningModule):
             self._compiled = True
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """Default callbacks; a ModelCheckpoint with a monitor in the config takes precedence over ours."""
+        """Default callbacks: best checkpoint on `monitor`, an always-fresh `last.ckpt`, and LR logging.
+
+        A config that sets its own monitored ModelCheckpoint keeps it. `last.ckpt` is its own callback because
+        Lightning's `save_last` only refreshes it when a monitored checkpoint improved, which would make
+        `--ckpt_path last` resume from a stale epoch.
+        """
         callbacks: list[pl.Callback] = []
         trainer = getattr(self, "_trainer", None)
         existing = trainer.callbacks if trainer is not None else []
         has_user_ckpt = any(isinstance(c, ModelCheckpoint) and c.monitor is not None for c in existing)
         if not has_user_ckpt and (trainer is None or trainer.checkpoint_callback is not None):
-            callbacks.append(
+            callbacks += [
                 ModelCheckpoint(
-                    monitor=self.monitor,
-                    mode=self.monitor_mode,
-                    save_last=True,
-                    filename="best",
-                    enable_version_counter=False,
-                )
-            )
+                    monitor=self.monitor, mode=self.monitor_mode, filename="best", enable_version_counter=False
+                ),  # fmt: skip
+                ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False),
+            ]
         if trainer is not None and trainer.logger is not None:
             if not any(isinstance(c, LearningRateMonitor) for c in existing):
                 callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -131,8 +133,14 @@ class VitcapTask(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(CHECKPOINT_KEY)
-        if meta is not None and meta.get("task") != self.task_name:
+        if meta is None:
+            raise ValueError("checkpoint was not written by vitcap (no 'vitcap' metadata)")
+        if meta.get("task") != self.task_name:
             raise ValueError(
-                f"this checkpoint was trained for the {meta.get('task')!r} task, not {self.task_name!r}: "
-                "use the matching model class / config"
+                f"checkpoint was trained for the {meta.get('task')!r} task, but the config builds a "
+                f"{self.task_name!r} model: use a {meta.get('task')} config or checkpoint"
             )
+        self.check_compatible(meta)
+
+    def check_compatible(self, meta: dict[str, Any]) -> None:
+        """Raise a clear error when a checkpoint's vocabulary / classes differ from what the data module built."""

@@ -216,6 +216,15 @@ class CaptioningTask(VitcapTask):
             with open(Path(log_dir) / "val_captions.txt", "a", encoding="utf-8") as f:
                 f.write(text + "\n")
 
+    def check_compatible(self, meta: dict[str, Any]) -> None:
+        saved = meta.get("tokenizer")
+        if saved and self.hparams.tokenizer and saved != self.hparams.tokenizer:
+            old, new = CaptionTokenizer.from_json(saved), CaptionTokenizer.from_json(self.hparams.tokenizer)
+            raise ValueError(
+                f"checkpoint vocabulary ({old.vocab_size} tokens) differs from the data module's "
+                f"({new.vocab_size} tokens): pass the checkpoint's tokenizer with --data.tokenizer, or train anew"
+            )
+
     def checkpoint_meta(self) -> dict[str, Any]:
         return {
             **super().checkpoint_meta(),

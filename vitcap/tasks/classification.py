@@ -137,6 +137,14 @@ class ClassificationTask(VitcapTask):
             )
         return out
 
+    def check_compatible(self, meta: dict[str, Any]) -> None:
+        saved = meta.get("class_names")
+        if saved and list(saved) != self.class_names:
+            raise ValueError(
+                f"checkpoint classes ({len(saved)}: {', '.join(saved[:4])}...) differ from the data module's "
+                f"({len(self.class_names)}: {', '.join(self.class_names[:4])}...)"
+            )
+
     def checkpoint_meta(self) -> dict[str, Any]:
         return {
             **super().checkpoint_meta(),
