@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python train.py fit --config configs/demo/shapes_caption_vit.yaml
 	$(BIN)/python train.py test --config configs/demo/shapes_caption_vit.yaml --ckpt_path $(CKPT)
-	$(BIN)/vitcap data shapes --out $(DEMO)/shapes --num 8 --seed 7
-	$(BIN)/vitcap caption --checkpoint $(CKPT) $(DEMO)/shapes/captions/images
+	@# The test split of the training seed was never trained on: write 8 of its images to disk and caption them.
+	$(BIN)/vitcap data shapes --out $(DEMO)/heldout --num 8 --num-eval 8 --tasks caption
+	$(BIN)/vitcap caption --checkpoint $(CKPT) $(DEMO)/heldout/captions/images/test_*.png
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
