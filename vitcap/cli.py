@@ -46,12 +46,16 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
-def default_checkpoints(trainer_config: dict[str, Any], extra: list[Any], model: Any) -> list[Any]:
+def default_checkpoints(
+    trainer_config: dict[str, Any], extra: list[Any], model: Any, every_n_steps: int | None = None
+) -> list[Any]:
     """Best-on-metric and always-fresh last checkpoints in an unversioned folder, unless the config has its own.
 
     The folder is `{logger save_dir}/{logger name}/checkpoints` (not the per-version log folder), so
     `--ckpt_path last` finds the previous run's `last.ckpt`. `last.ckpt` is its own callback because Lightning's
-    `save_last` refreshes it only when the monitored metric improved.
+    `save_last` refreshes it only when the monitored metric improved. With `every_n_steps`, a third callback also
+    rewrites `last.ckpt` every that many optimizer steps (mid-epoch; resumes exactly, see `vitcap.reliability`),
+    also next to a config's own checkpoints.
     """
     from pathlib import Path
 
@@ -60,18 +64,40 @@ def default_checkpoints(trainer_config: dict[str, Any], extra: list[Any], model:
     if trainer_config.get("enable_checkpointing") is False or trainer_config.get("fast_dev_run"):
         return []
     present = [c for c in list(trainer_config.get("callbacks") or []) + list(extra) if isinstance(c, ModelCheckpoint)]
-    if present:
-        return []
     logger = trainer_config.get("logger")
-    if hasattr(logger, "root_dir") and logger.root_dir:
+    if present and present[0].dirpath:
+        dirpath = Path(present[0].dirpath)
+    elif hasattr(logger, "root_dir") and logger.root_dir:
         dirpath = Path(logger.root_dir) / "checkpoints"
     else:
         dirpath = Path(trainer_config.get("default_root_dir") or ".") / "checkpoints"
+    steps = []
+    if every_n_steps and not any(c._every_n_train_steps for c in present):
+        every = ModelCheckpoint(
+            dirpath=dirpath, filename="last", every_n_train_steps=every_n_steps, enable_version_counter=False
+        )
+        steps = [every]
+    if present:
+        return steps
     monitor, mode = getattr(model, "monitor", "val/loss"), getattr(model, "monitor_mode", "min")
     return [
         ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, enable_version_counter=False),
         ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False),
+        *steps,
     ]
+
+
+def _with_checkpoint_io(plugins: Any, config: dict[str, Any]) -> Any:
+    """Add vitcap's atomic CheckpointIO to the trainer plugins unless the config brings its own (or runs on XLA)."""
+    from lightning.fabric.plugins import CheckpointIO
+
+    from vitcap.reliability import AtomicCheckpointIO
+
+    listed = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    hardware = f"{config.get('accelerator')} {config.get('strategy')}".lower()
+    if any(isinstance(p, CheckpointIO) for p in listed) or "xla" in hardware or "tpu" in hardware:
+        return plugins
+    return [*listed, AtomicCheckpointIO()]
 
 
 def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
@@ -80,6 +106,8 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
     from lightning.pytorch import LightningDataModule
     from lightning.pytorch.cli import LightningCLI
 
+    from vitcap.inference import CheckpointError
+    from vitcap.reliability import ResumeState, StopOnSignal, VitcapArgumentParser
     from vitcap.tasks import VitcapTask
     from vitcap.tasks.callbacks import JsonPredictionWriter
 
@@ -106,13 +134,38 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
                 parser.add_argument(
                     "--output", default="predictions.json", help="JSON file the predictions are written to"
                 )
+            if subcommand == "fit":
+                parser.add_argument(
+                    "--save_every_n_steps",
+                    type=int | None,
+                    default=None,
+                    help="also rewrite last.ckpt every N optimizer steps, so a crash loses at most N steps "
+                    "(resume mid-epoch with --ckpt_path last)",
+                )
             return parser
 
         def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
             config = dict(config)
-            config["callbacks"] = list(config.get("callbacks") or []) + default_checkpoints(config, callbacks,
-                                                                                            self.model)  # fmt: skip
+            every = self._get(self.config_init, "save_every_n_steps") if self.subcommand == "fit" else None
+            if every is not None and every < 1:
+                raise ValueError(f"save_every_n_steps: expected a positive number of steps, got {every}")
+            defaults = default_checkpoints(config, callbacks, self.model, every)
+            config["callbacks"] = list(config.get("callbacks") or []) + defaults
+            if self.subcommand in (None, "fit"):  # None: `run=False`, the caller fits
+                # Random states in checkpoints (exact resume) and SIGTERM/SIGINT -> checkpoint + exit 143/130.
+                config["callbacks"] += [ResumeState(), StopOnSignal()]
+            config["plugins"] = _with_checkpoint_io(config.get("plugins"), config)
             return super()._instantiate_trainer(config, callbacks)
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            try:
+                super()._run_subcommand(subcommand)
+            except CheckpointError as e:
+                # A checkpoint the config cannot use (other task, other vocabulary): name the file it came from.
+                path = getattr(self.trainer, "ckpt_path", None)
+                if path and str(path) not in str(e):
+                    raise CheckpointError(f"{path}: {e}") from None
+                raise
 
         def _parse_ckpt_path(self) -> None:
             # Lightning would re-parse the checkpoint's hparams over the config (and swap in its model class);
@@ -128,6 +181,7 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        parser_class=VitcapArgumentParser,
         trainer_defaults={
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
         },
@@ -378,6 +432,32 @@ TOOLS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+def run_lightning(args: Sequence[str] | None = None) -> int:
+    """`lightning_cli` with vitcap's exit statuses: errors a user can fix print one line (`vitcap: error: ...`, 2).
+
+    SIGTERM / SIGINT end the run with 143 / 130 (after saving `last.ckpt` when training; see
+    `vitcap.reliability.StopOnSignal`). Any other exception (a bug) keeps its traceback.
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from vitcap.reliability import TrainingInterrupted, interrupt_on_signals, is_user_error, user_error_message
+
+    try:
+        with interrupt_on_signals():
+            lightning_cli(args)
+    except TrainingInterrupted as e:
+        print(f"vitcap: {e}", file=sys.stderr, flush=True)
+        return int(e.code)
+    except SIGTERMException:  # Lightning's own SIGTERM stop (before training starts) would exit with status 0
+        print("vitcap: interrupted by SIGTERM", file=sys.stderr, flush=True)
+        return 143
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        return _fail(user_error_message(e))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vitcap` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -386,8 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command in LIGHTNING_COMMANDS:
-        lightning_cli([command, *rest])
-        return 0
+        return run_lightning([command, *rest])
     if command not in TOOLS:
         print(f"vitcap: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -395,8 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def train_main() -> None:
-    """Entry point of `train.py`: the LightningCLI alone."""
-    lightning_cli()
+    """Entry point of `train.py`: the LightningCLI alone, with `run_lightning`'s error handling and exit status."""
+    sys.exit(run_lightning())
 
 
 if __name__ == "__main__":

@@ -43,6 +43,31 @@ class CaptionResult:
 
 
 # ----------------------------------------------------------------------------------------------------------- reading
+def torch_load(path: str | os.PathLike, map_location: Any = "cpu", weights_only: bool = True) -> Any:
+    """`torch.load` of a checkpoint file whose failures are one `CheckpointError` naming the file.
+
+    Used by `read_checkpoint` and by the CLI's checkpoint plugin (`--ckpt_path` of fit/validate/test/predict).
+    With `weights_only=True` (the default) a pickle that carries code is refused, never run.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; expected a .ckpt file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused: the file holds Python objects that weights_only loading does not allow "
+            f"(a pickle that could run code): {reason}"
+        ) from None
+    except Exception as e:  # torch raises many kinds (KeyError, RuntimeError, EOFError...) for non-checkpoints
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a truncated one ({type(e).__name__})") from None
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Read hyperparameters + metadata and the model state dict of a `.ckpt` file or an export folder.
 
@@ -52,18 +77,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     path = Path(path)
     if path.is_dir():
         return _read_export(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: refused: the file holds Python objects that weights_only loading does not allow "
-            f"(a pickle that could run code): {reason}"
-        ) from None
-    except Exception as e:  # torch raises many kinds (KeyError, RuntimeError, EOFError...) for non-checkpoints
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__})") from None
+    ckpt = torch_load(path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a vitcap/Lightning checkpoint (no 'state_dict')")
     meta = ckpt.get("vitcap")

@@ -49,12 +49,17 @@ from vitcap.data.transforms import (
     build_train_transform,
     make_preprocessing,
 )
+from vitcap.reliability import resumable_loader
 from vitcap.tokenizer import BOS_ID, EOS_ID, PAD_ID, CaptionTokenizer
 
 __all__ = ["CaptionDataModule", "ClassificationDataModule"]
 
 
 def _loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, collate_fn) -> DataLoader:
+    if shuffle:
+        # Training order is a function of (seed, epoch) and the loader's position is checkpointed, so a
+        # mid-epoch `--ckpt_path last` continues with the next batch (vitcap.reliability).
+        return resumable_loader(dataset, batch_size, num_workers, collate_fn)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -11,9 +11,10 @@
 - 16-bit integer images (``I;16*``) are scaled to 8 bits by ``>> 8`` (65535 -> 255, 32768 -> 128), not clipped.
   32-bit ``I`` images whose values fit in 0..255 are kept, in 0..65535 are shifted by 8 bits, otherwise
   min-max scaled. Float ``F`` images in [0, 1] are multiplied by 255, otherwise min-max scaled.
-- Images with more than ``max_pixels`` pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``) are refused as possible
-  decompression bombs. A lower limit can be passed per call; a higher one needs ``PIL.Image.MAX_IMAGE_PIXELS``
-  raised, since Pillow itself refuses images over twice its global limit.
+- Images with more than ``max_pixels`` pixels are refused as possible decompression bombs. The default is the
+  environment variable ``VITCAP_MAX_IMAGE_PIXELS`` when set (it reaches every entry point, DataLoader workers
+  included; a value above Pillow's own limit raises ``PIL.Image.MAX_IMAGE_PIXELS`` to match), else
+  ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89 million). A lower limit can also be passed per call.
 - Truncated, corrupt, zero-byte, missing and non-image files raise ``ImageLoadError``. The pixel data is
   decoded inside ``load_image`` so truncation is found here and not later in a transform.
 """
@@ -27,10 +28,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageLoadError", "load_image", "to_rgb"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS_ENV", "ImageLoadError", "load_image", "max_image_pixels", "to_rgb"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 _TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+MAX_PIXELS_ENV = "VITCAP_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int | None:
+    """The decompression-bomb limit ``load_image`` applies by default (``VITCAP_MAX_IMAGE_PIXELS`` or Pillow's)."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return Image.MAX_IMAGE_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise ValueError(f"{MAX_PIXELS_ENV}={value!r}: expected a positive number of pixels")
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses images over twice its own limit before vitcap's check
+    return limit
 
 
 class ImageLoadError(ValueError):
@@ -56,7 +74,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
     Args:
         path: Image file.
         max_pixels: Refuse images with more pixels than this (decompression-bomb guard). ``None`` uses
-            ``PIL.Image.MAX_IMAGE_PIXELS``.
+            ``max_image_pixels()``: ``VITCAP_MAX_IMAGE_PIXELS`` when set, else ``PIL.Image.MAX_IMAGE_PIXELS``.
 
     Returns:
         A fully decoded ``PIL.Image`` in mode ``RGB``, detached from the file.
@@ -72,7 +90,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
         raise ImageLoadError(path, "is a directory, expected an image file")
     if path.stat().st_size == 0:
         raise ImageLoadError(path, "empty file (0 bytes)")
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    limit = max_image_pixels() if max_pixels is None else max_pixels
     try:
         # Pillow warns between 1x and 2x its global limit; turn that warning into an error for this call only.
         with warnings.catch_warnings():

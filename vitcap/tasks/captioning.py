@@ -113,6 +113,11 @@ class CaptioningTask(VitcapTask):
         self._samples: list[tuple[str, str, list[str]]] = []
 
     # ------------------------------------------------------------------------------------------------------ steps
+    def compile_targets(self) -> list[torch.nn.Module]:
+        # The steps call `model.encode` and `model.forward_memory`, never `model(...)`: compiling the Captioner
+        # itself would compile nothing that training runs. Encoder and decoder are called as modules.
+        return [self.model.encoder, self.model.decoder]
+
     def forward(self, images: Tensor, tokens: Tensor) -> Tensor:
         return self.model(images, tokens)
 
@@ -153,8 +158,10 @@ class CaptioningTask(VitcapTask):
         loss_metric = getattr(self, f"{stage}_loss")
         loss = loss_metric.compute()
         loss_metric.reset()
-        self.log(f"{stage}/loss", loss, prog_bar=True)
-        self.log(f"{stage}/ppl", torch.exp(loss))
+        # compute() already gathered every process's state, so these values are global; sync_dist=True only
+        # averages equal values (and keeps Lightning from warning about unsynced epoch-level logging under DDP).
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/ppl", torch.exp(loss), sync_dist=True)
         if stage == "val" and not self.eval_generate:
             return
         metrics = getattr(self, f"{stage}_metrics")
@@ -162,7 +169,8 @@ class CaptioningTask(VitcapTask):
         metrics.reset()
         for name, value in values.items():
             value = torch.as_tensor(value, dtype=torch.float32)
-            self.log(f"{stage}/{name}", value * 100 if name in PERCENT_METRICS else value, prog_bar=name == "bleu4")
+            value = value * 100 if name in PERCENT_METRICS else value
+            self.log(f"{stage}/{name}", value, prog_bar=name == "bleu4", sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
