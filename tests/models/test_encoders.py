@@ -136,3 +136,24 @@ def test_build_encoder_and_errors() -> None:
         CNNEncoder("resnet18", out_index=7)
     with pytest.raises(ValueError, match="divisible by 4"):
         CNNEncoder("resnet18", embed_dim=30)
+
+
+def test_conv_stem_gives_the_patch_grid_and_trains() -> None:
+    from vitcap.models.encoders import ViTEncoder
+
+    patch = ViTEncoder(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+    conv = ViTEncoder(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="conv")
+    x = torch.randn(2, 3, 32, 32)
+    assert conv(x).shape == patch(x).shape == (2, 1 + 16, 32)
+    assert isinstance(conv.model.patch_embed.proj, torch.nn.Sequential)
+    strides = [m.stride[0] for m in conv.model.patch_embed.proj if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [2, 2, 2, 1]  # three stride-2 3x3 convs reach the 8-px grid, then the 1x1 projection
+    conv(x).sum().backward()
+    assert conv.model.patch_embed.proj[0].weight.grad is not None
+
+
+def test_conv_stem_rejects_odd_patch_sizes() -> None:
+    from vitcap.models.encoders import ViTEncoder
+
+    with pytest.raises(ValueError, match="power-of-two"):
+        ViTEncoder(img_size=36, patch_size=6, embed_dim=32, depth=1, num_heads=2, stem="conv")
