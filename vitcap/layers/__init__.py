@@ -11,6 +11,7 @@ from vitcap.layers.attention import (
     scaled_dot_attention,
 )
 from vitcap.layers.blocks import DecoderBlock
+from vitcap.layers.linear import OneDNNLinear, use_onednn_linear
 from vitcap.layers.mlp import Mlp
 from vitcap.layers.pos_embed import (
     LearnedPositionEmbedding,
@@ -29,9 +30,11 @@ __all__ = [
     "LearnedPositionEmbedding",
     "LinearCrossAttention",
     "Mlp",
+    "OneDNNLinear",
     "SinusoidalPositionEmbedding",
     "build_2d_sincos",
     "build_cross_attention",
     "scaled_dot_attention",
     "sinusoidal_embedding",
+    "use_onednn_linear",
 ]
