@@ -255,9 +255,10 @@ class CNNEncoder(Encoder):
             )
         else:
             raise ValueError(f"unknown CNN source {source!r}; expected 'timm' or 'torchvision'")
-        # Channels-last convolutions are oneDNN's (and cuDNN's tensor cores') native layout: ~1.2x faster training
-        # of cnn-tiny on CPU, and the (B, h*w, C) tokens below become a view instead of a copy.
+        # Channels-last convolutions are oneDNN's (and cuDNN's tensor cores') native layout, and with it the
+        # (B, h*w, C) tokens below are a view instead of a copy.
         self.model.to(memory_format=torch.channels_last)
+        self._stem = next(m for m in self.model.modules() if isinstance(m, nn.Conv2d))
         self.proj = nn.Linear(channels, embed_dim)
         self.norm = nn.LayerNorm(embed_dim)
         side = 0 if img_size is None else math.ceil(img_size / self.reduction)
@@ -315,7 +316,8 @@ class CNNEncoder(Encoder):
         return channels, _TORCHVISION_RESNET_REDUCTIONS[stage]
 
     def _feature_map(self, images: Tensor) -> Tensor:
-        images = images.contiguous(memory_format=torch.channels_last)  # the layout the weights are in
+        if self._stem.weight.is_contiguous(memory_format=torch.channels_last):
+            images = images.contiguous(memory_format=torch.channels_last)  # the layout the weights are in
         if self.source == "torchvision":
             return self.model(images)
         if self._tap is not None:
