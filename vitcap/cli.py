@@ -238,6 +238,40 @@ def _load_batches(pipeline: Any, paths: list[Path], batch_size: int):
         yield [], [], failed
 
 
+def _run_on_images(args: Any, kind: str, handle_batch: Callable[[Any, list[Path], list[Any]], None]) -> int:
+    """Load the checkpoint, check it is a `kind` model, and feed readable images to `handle_batch` in batches.
+
+    Unreadable images are reported on stderr one line each and the rest still processed; the exit status is 1 if
+    any failed, 2 for a checkpoint that cannot be used, 0 otherwise.
+    """
+    from vitcap.inference import CaptionPipeline, CheckpointError, ClassifyPipeline, load
+
+    try:
+        pipeline = load(args.checkpoint, device=args.device)
+    except CheckpointError as e:
+        return _fail(str(e))
+    wanted = {"captioning": CaptionPipeline, "classification": ClassifyPipeline}[kind]
+    if not isinstance(pipeline, wanted):
+        return _fail(f"{args.checkpoint}: a {pipeline.meta['task']} checkpoint; this command needs a {kind} model")
+    paths = expand_images(args.images)
+    if not paths:
+        return _fail("no images found in " + " ".join(args.images))
+    failures = 0
+    try:
+        with _progress(len(paths)) as progress:
+            bar = progress.add_task(kind, total=len(paths))
+            for batch_paths, images, failed in _load_batches(pipeline, paths, args.batch_size):
+                failures += failed
+                progress.advance(bar, len(batch_paths) + failed)
+                if batch_paths:
+                    handle_batch(pipeline, batch_paths, images)
+    except ValueError as e:
+        return _fail(str(e))
+    if failures:
+        print(f"vitcap: {failures} of {len(paths)} images could not be read", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def caption_main(argv: list[str]) -> int:
     """`vitcap caption`: caption images or folders of images with a trained checkpoint."""
     import argparse
@@ -260,14 +294,6 @@ def caption_main(argv: list[str]) -> int:
     parser.add_argument("--save-attention", metavar="DIR", help="write one attention PNG per image to DIR")
     args = parser.parse_args(argv)
 
-    from vitcap.inference import CaptionPipeline, CheckpointError, load
-
-    try:
-        pipeline = load(args.checkpoint, device=args.device)
-    except CheckpointError as e:
-        return _fail(str(e))
-    if not isinstance(pipeline, CaptionPipeline):
-        return _fail(f"{args.checkpoint}: a {pipeline.meta['task']} checkpoint; `vitcap caption` needs a captioner")
     decoding: dict[str, Any] = {"num_return_sequences": args.num_captions}
     if args.beams is not None:
         decoding["num_beams"] = args.beams
@@ -284,45 +310,23 @@ def caption_main(argv: list[str]) -> int:
             top_p=args.top_p,
             seed=args.seed,
         )
-    paths = expand_images(args.images)
-    if not paths:
-        return _fail("no images found in " + " ".join(args.images))
-    failures = 0
-    try:
-        with _progress(len(paths)) as progress:
-            bar = progress.add_task("captioning", total=len(paths))
-            for batch_paths, images, failed in _load_batches(pipeline, paths, args.batch_size):
-                failures += failed
-                progress.advance(bar, len(batch_paths) + failed)
-                if not batch_paths:
-                    continue
-                results = pipeline.caption(images, return_attention=bool(args.save_attention), **decoding)
-                for path, image, result in zip(batch_paths, images, results):
-                    if args.json:
-                        row = {
-                            "image": str(path),
-                            "caption": result.caption,
-                            "score": result.score,
-                            "alternatives": result.alternatives,
-                        }
-                        print(json.dumps(row, ensure_ascii=False), flush=True)
-                    else:
-                        print(f"{path}\t{result.caption}", flush=True)
-                    if args.save_attention:
-                        from vitcap.viz import caption_attention_figure
 
-                        caption_attention_figure(
-                            image,
-                            result.words,
-                            result.attention,
-                            Path(args.save_attention) / f"{path.stem}.png",
-                            result.caption,
-                        )
-    except ValueError as e:
-        return _fail(str(e))
-    if failures:
-        print(f"vitcap: {failures} of {len(paths)} images could not be read", file=sys.stderr)
-    return 1 if failures else 0
+    def handle(pipeline: Any, paths: list[Path], images: list[Any]) -> None:
+        results = pipeline.caption(images, return_attention=bool(args.save_attention), **decoding)
+        for path, image, result in zip(paths, images, results):
+            if args.json:
+                row = {"image": str(path), "caption": result.caption, "score": result.score,
+                       "alternatives": result.alternatives}  # fmt: skip
+                print(json.dumps(row, ensure_ascii=False), flush=True)
+            else:
+                print(f"{path}\t{result.caption}", flush=True)
+            if args.save_attention:
+                from vitcap.viz import caption_attention_figure
+
+                out = Path(args.save_attention) / f"{path.stem}.png"
+                caption_attention_figure(image, result.words, result.attention, out, result.caption)
+
+    return _run_on_images(args, "captioning", handle)
 
 
 def classify_main(argv: list[str]) -> int:
@@ -340,48 +344,22 @@ def classify_main(argv: list[str]) -> int:
     parser.add_argument("--save-attention", metavar="DIR", help="write attention-rollout PNGs (ViT) to DIR")
     args = parser.parse_args(argv)
 
-    from vitcap.inference import CheckpointError, ClassifyPipeline, load
+    def handle(pipeline: Any, paths: list[Path], images: list[Any]) -> None:
+        tops = pipeline.classify(images, top_k=args.top_k)
+        rollouts = pipeline.rollout(images) if args.save_attention else None
+        for i, (path, top) in enumerate(zip(paths, tops)):
+            if args.json:
+                row = {"image": str(path), "label": top[0][0], "top": [{"label": n, "prob": p} for n, p in top]}
+                print(json.dumps(row, ensure_ascii=False), flush=True)
+            else:
+                print(f"{path}\t" + "\t".join(f"{n} {p:.3f}" for n, p in top), flush=True)
+            if rollouts is not None:
+                from vitcap.viz import rollout_figure
 
-    try:
-        pipeline = load(args.checkpoint, device=args.device)
-    except CheckpointError as e:
-        return _fail(str(e))
-    if not isinstance(pipeline, ClassifyPipeline):
-        return _fail(f"{args.checkpoint}: a {pipeline.meta['task']} checkpoint; `vitcap classify` needs a classifier")
-    paths = expand_images(args.images)
-    if not paths:
-        return _fail("no images found in " + " ".join(args.images))
-    failures = 0
-    try:
-        with _progress(len(paths)) as progress:
-            bar = progress.add_task("classifying", total=len(paths))
-            for batch_paths, images, failed in _load_batches(pipeline, paths, args.batch_size):
-                failures += failed
-                progress.advance(bar, len(batch_paths) + failed)
-                if not batch_paths:
-                    continue
-                tops = pipeline.classify(images, top_k=args.top_k)
-                rollouts = pipeline.rollout(images) if args.save_attention else None
-                for i, (path, top) in enumerate(zip(batch_paths, tops)):
-                    if args.json:
-                        row = {"image": str(path), "label": top[0][0], "top": [{"label": n, "prob": p} for n, p in top]}
-                        print(json.dumps(row, ensure_ascii=False), flush=True)
-                    else:
-                        print(f"{path}\t" + "\t".join(f"{n} {p:.3f}" for n, p in top), flush=True)
-                    if rollouts is not None:
-                        from vitcap.viz import rollout_figure
+                out = Path(args.save_attention) / f"{path.stem}.png"
+                rollout_figure(images[i], rollouts[i].cpu(), out, f"{top[0][0]} ({top[0][1]:.2f})")
 
-                        rollout_figure(
-                            images[i],
-                            rollouts[i].cpu(),
-                            Path(args.save_attention) / f"{path.stem}.png",
-                            f"{top[0][0]} ({top[0][1]:.2f})",
-                        )
-    except ValueError as e:
-        return _fail(str(e))
-    if failures:
-        print(f"vitcap: {failures} of {len(paths)} images could not be read", file=sys.stderr)
-    return 1 if failures else 0
+    return _run_on_images(args, "classification", handle)
 
 
 def export_main(argv: list[str]) -> int:
