@@ -153,3 +153,12 @@ def test_console_script_and_train_py_help() -> None:
     assert out.returncode == 2 and "usage: vitcap" in out.stdout
     out = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and "fit" in out.stdout
+
+
+def test_output_into_a_closed_pipe_ends_quietly(caption_run, images: Path) -> None:
+    _, _, ckpt = caption_run
+    # `true` exits before the model is loaded, so the first caption line meets a closed pipe.
+    command = f"{sys.executable} -m vitcap.cli caption --checkpoint {ckpt} {images} | true; echo ${{PIPESTATUS[0]}}"
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "141"
+    assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr

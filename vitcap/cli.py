@@ -6,6 +6,7 @@ entry point shares one dispatcher and one error style (a one-line message naming
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -448,7 +449,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in TOOLS:
         print(f"vitcap: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return TOOLS[command](rest)
+    try:
+        return TOOLS[command](rest)
+    except BrokenPipeError:
+        # The reader went away (`vitcap caption DIR | head`): stop quietly, as Unix tools do, instead of a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def train_main() -> None:
