@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import build_hf_captioner, cpu_name, interleaved, load_avg  # noqa: E402
 
 from vitcap.generate import GenerationConfig, generate
 from vitcap.models import PRESETS, Captioner, ViTEncoder, create_captioner
@@ -45,17 +46,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def build_model(args: argparse.Namespace) -> Captioner:
     overrides = {"embed_dim": args.width, "depth": args.depth, "num_heads": args.heads}
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -65,58 +55,34 @@ def build_model(args: argparse.Namespace) -> Captioner:
 
 
 def timed(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median wall time in seconds of every ``fn()`` over ``repeats`` runs, after ``warmup`` runs.
+    """Median wall seconds of every ``fn()``, the functions taking turns (``bench/common.interleaved``).
 
-    The functions take turns (one run of each per round), so a load spike from other processes on a shared
-    machine hits every variant alike instead of skewing one ratio. Warm-up covers oneDNN's per-shape kernel
-    setup: decoding meets a new sequence length at every step.
+    Warm-up covers oneDNN's per-shape kernel setup: decoding meets a new sequence length at every step.
     """
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for round_ in range(warmup + repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
+    times = interleaved(fns, repeats, warmup, torch.device("cpu"))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
 def build_hf_model(model: Captioner, args: argparse.Namespace) -> torch.nn.Module:
     """A random-init ``VisionEncoderDecoderModel`` with the vitcap model's sizes."""
-    try:
-        from transformers import BertConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
-    except ImportError:
-        sys.exit(
-            "bench/decode.py: the Hugging Face comparison needs transformers; pip install -e '.[bench]' or --skip-hf"
-        )
-    vit = model.encoder.model
-    dec = model.decoder
-    enc_cfg = ViTConfig(
-        hidden_size=vit.embed_dim,
-        num_hidden_layers=len(vit.blocks),
-        num_attention_heads=vit.blocks[0].attn.num_heads,
-        intermediate_size=vit.blocks[0].mlp.fc1.out_features,
+    vit, dec = model.encoder.model, model.decoder
+    return build_hf_captioner(
         image_size=vit.patch_embed.img_size[0],
         patch_size=vit.patch_embed.patch_size[0],
-    )
-    dec_cfg = BertConfig(
+        encoder_width=vit.embed_dim,
+        encoder_depth=len(vit.blocks),
+        encoder_heads=vit.blocks[0].attn.num_heads,
+        encoder_mlp=vit.blocks[0].mlp.fc1.out_features,
         vocab_size=dec.vocab_size,
-        hidden_size=dec.embed_dim,
-        num_hidden_layers=len(dec.blocks),
-        num_attention_heads=dec.blocks[0].attn.num_heads,
-        intermediate_size=dec.blocks[0].mlp.fc1.out_features,
-        max_position_embeddings=max(64, args.max_length + 1),
-        is_decoder=True,
-        add_cross_attention=True,
-        pad_token_id=PAD,
-        bos_token_id=BOS,
-        eos_token_id=EOS,
-    )
-    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc_cfg, dec_cfg)
-    config.decoder_start_token_id = BOS
-    config.pad_token_id = PAD
-    config.eos_token_id = EOS
-    return VisionEncoderDecoderModel(config=config).eval()
+        decoder_width=dec.embed_dim,
+        decoder_depth=len(dec.blocks),
+        decoder_heads=dec.blocks[0].attn.num_heads,
+        decoder_mlp=dec.blocks[0].mlp.fc1.out_features,
+        max_positions=max(64, args.max_length + 1),
+        pad_id=PAD,
+        bos_id=BOS,
+        eos_id=EOS,
+    ).eval()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         "max_length": L,
         "beams": k,
         "repeats": args.repeats,
-        "load_avg_1m_before": round(os.getloadavg()[0], 2),  # other processes on a shared machine skew timings
+        "load_avg_1m_before": load_avg(),
     }
     fns: dict[str, Callable[[], object]] = {
         "greedy_cached": lambda: run(greedy_cached),
@@ -201,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     if "hf_beam" in t:
         result["vitcap_vs_hf_beam"] = round(t["hf_beam"] / t["beam_batched"], 2)
         targets["vitcap_vs_hf_beam>=2"] = result["vitcap_vs_hf_beam"] >= 2
-    result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+    result["load_avg_1m_after"] = load_avg()
     result["targets_met"] = targets
     print(json.dumps(result))
 
