@@ -81,11 +81,9 @@ def default_checkpoints(
     if present:
         return steps
     monitor, mode = getattr(model, "monitor", "val/loss"), getattr(model, "monitor_mode", "min")
-    return [
-        ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, enable_version_counter=False),
-        ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False),
-        *steps,
-    ]
+    from vitcap.tasks.base import best_and_last_checkpoints
+
+    return [*best_and_last_checkpoints(monitor, mode, str(dirpath)), *steps]
 
 
 def _with_checkpoint_io(plugins: Any, config: dict[str, Any]) -> Any:

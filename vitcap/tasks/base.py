@@ -33,6 +33,18 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+def best_and_last_checkpoints(monitor: str, mode: str, dirpath: str | None = None) -> list[ModelCheckpoint]:
+    """`best.ckpt` on `monitor` and a `last.ckpt` rewritten every epoch, both without version suffixes.
+
+    `last.ckpt` is its own callback because Lightning's `save_last` only refreshes it when the monitored
+    checkpoint improved, which would make `--ckpt_path last` resume from a stale epoch.
+    """
+    return [
+        ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, enable_version_counter=False),
+        ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False),
+    ]
+
+
 class VitcapTask(pl.LightningModule):
     """Base LightningModule: subclasses build `self.model` and define the steps.
 
@@ -113,21 +125,14 @@ class VitcapTask(pl.LightningModule):
     def configure_callbacks(self) -> list[pl.Callback]:
         """Default callbacks: best checkpoint on `monitor`, an always-fresh `last.ckpt`, and LR logging.
 
-        A config that sets its own monitored ModelCheckpoint keeps it. `last.ckpt` is its own callback because
-        Lightning's `save_last` only refreshes it when a monitored checkpoint improved, which would make
-        `--ckpt_path last` resume from a stale epoch.
+        A config that sets its own monitored ModelCheckpoint keeps it (see `best_and_last_checkpoints`).
         """
         callbacks: list[pl.Callback] = []
         trainer = getattr(self, "_trainer", None)
         existing = trainer.callbacks if trainer is not None else []
         has_user_ckpt = any(isinstance(c, ModelCheckpoint) and c.monitor is not None for c in existing)
         if not has_user_ckpt and (trainer is None or trainer.checkpoint_callback is not None):
-            callbacks += [
-                ModelCheckpoint(
-                    monitor=self.monitor, mode=self.monitor_mode, filename="best", enable_version_counter=False
-                ),  # fmt: skip
-                ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False),
-            ]
+            callbacks += best_and_last_checkpoints(self.monitor, self.monitor_mode)
         if trainer is not None and trainer.logger is not None:
             if not any(isinstance(c, LearningRateMonitor) for c in existing):
                 callbacks.append(LearningRateMonitor(logging_interval="step"))
