@@ -101,7 +101,7 @@ class CaptionDataModule(L.LightningDataModule):
         verify_images: Decode every image once up front (finds corrupt files before training).
         augment: Mild zoom augmentation for training (no flips or colour changes, see ``transforms``).
         group_captions: Training batches hold ``batch_size`` images, each once with all its captions, so an image
-            is encoded once for all of them (about 3x faster for a ViT with 5 captions per image). Every
+            is encoded once for all of them (less encoder work per caption). Every
             (image, caption) pair is still seen once per epoch; only which pairs share a batch changes.
         mean: Normalisation mean per channel.
         std: Normalisation std per channel.
