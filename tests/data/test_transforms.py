@@ -80,6 +80,20 @@ def test_classification_augmentation_options():
         build_train_transform("classify", pre, auto_augment="bogus")
 
 
+def test_pad_crop_pads_with_black_not_the_mean_colour():
+    # MNIST-like images have black backgrounds: the padding must look like background, not a grey frame.
+    pre = make_preprocessing(32, mean=[0.2860], std=[0.3530], in_chans=1)
+    white = torch.full((1, 32, 32), 255, dtype=torch.uint8)
+    transform = build_train_transform("classify", pre, crop="pad", hflip=False)
+    black = (0 - 0.2860) / 0.3530
+    torch.manual_seed(0)
+    outs = [transform(white) for _ in range(20)]
+    padded = [o for o in outs if (o < 0).any()]
+    assert padded  # 20 random crops of a 4-px padding shift at least one
+    for out in padded:
+        assert torch.allclose(out[out < 0], torch.tensor(black), atol=1e-6)
+
+
 def test_float_input_is_not_modified_in_place():
     pre = make_preprocessing(8, mean=[0.5], std=[0.5])
     x = torch.rand(3, 8, 8)

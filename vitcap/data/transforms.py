@@ -13,8 +13,8 @@ Training augmentation depends on the task:
 - captioning (``build_train_transform("caption", ...)``): only a mild random zoom/shift
   (``RandomResizedCrop`` with scale (0.8, 1) and aspect ratio (0.9, 1.1)). No flips (captions say "left of")
   and no colour changes (captions name colours).
-- classification (``"classify"``): ``crop="pad"`` (random crop of an image padded by img_size/8 with the mean
-  colour, for small images such as MNIST/CIFAR/shapes; keeps the object's scale) or ``"rrc"`` (``RandomResizedCrop`` scale (0.08, 1), for photos),
+- classification (``"classify"``): ``crop="pad"`` (random crop of an image zero-padded (black) by img_size/8, as in
+  the usual CIFAR/MNIST recipes, for small images such as MNIST/CIFAR/shapes; keeps the object's scale) or ``"rrc"`` (``RandomResizedCrop`` scale (0.08, 1), for photos),
   optional horizontal flip, optional ``RandAugment`` or ``AutoAugment`` (policy ``"imagenet"``, ``"cifar10"`` or
   ``"svhn"``). Mixup/CutMix act on whole batches and belong to the classification task.
 """
@@ -205,7 +205,6 @@ def build_train_transform(
     p = _parse(preprocessing)
     size, interp = p["img_size"], InterpolationMode(p["interpolation"])
     steps: list[Callable] = [v2.ToImage(), ToChannels(p["in_chans"])]
-    after: list[Callable] = []
     if task == "caption":
         if randaugment or auto_augment:
             raise ValueError("captioning augmentation cannot use randaugment/auto_augment: they change colours")
@@ -219,8 +218,9 @@ def build_train_transform(
         elif crop in ("pad", "none"):
             steps.append(ResizeCenterCrop(size, p["crop_pct"], p["interpolation"]))
             if crop == "pad":
-                # After normalisation, so zero padding is the mean colour and the fast scalar-fill path is used.
-                after.append(v2.RandomCrop(size, padding=max(1, size // 8), fill=0.0))
+                # Pads the uint8 image with black, before normalisation. Padding with the mean colour (zeros after
+                # normalisation) draws grey borders around MNIST-like images with black backgrounds.
+                steps.append(v2.RandomCrop(size, padding=max(1, size // 8), fill=0))
         else:
             raise ValueError(f"crop must be 'pad', 'rrc' or 'none', got {crop!r}")
         if hflip:
@@ -235,4 +235,4 @@ def build_train_transform(
             steps.append(v2.AutoAugment(_AUTO_AUGMENT[auto_augment], interpolation=InterpolationMode.BILINEAR))
     else:
         raise ValueError(f"task must be 'caption' or 'classify', got {task!r}")
-    return v2.Compose(steps + _finish(p) + after)
+    return v2.Compose(steps + _finish(p))
