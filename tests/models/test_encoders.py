@@ -157,3 +157,37 @@ def test_conv_stem_rejects_odd_patch_sizes() -> None:
 
     with pytest.raises(ValueError, match="power-of-two"):
         ViTEncoder(img_size=36, patch_size=6, embed_dim=32, depth=1, num_heads=2, stem="conv")
+
+
+def test_deeper_conv_stem_adds_stride_1_convs_before_each_halving() -> None:
+    enc = ViTEncoder(
+        img_size=28, patch_size=4, embed_dim=32, depth=1, num_heads=2, in_chans=1, stem="conv", stem_depth=2
+    )
+    convs = [m for m in enc.model.patch_embed.proj if isinstance(m, torch.nn.Conv2d)]
+    # (in, out, stride): a stride-1 conv at the image's resolution, a halving, a stride-1 conv at 14 px, a halving.
+    assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == [
+        (1, 8, 1),
+        (8, 16, 2),
+        (16, 16, 1),
+        (16, 32, 2),
+        (32, 32, 1),
+    ]
+    x = torch.randn(2, 1, 28, 28)
+    assert enc(x).shape == (2, 1 + 49, 32)
+    with pytest.raises(ValueError, match="stem_depth"):
+        ViTEncoder(img_size=28, patch_size=4, embed_dim=32, depth=1, num_heads=2, stem="conv", stem_depth=0)
+    with pytest.raises(ValueError, match="needs stem='conv'"):
+        ViTEncoder(img_size=28, patch_size=4, embed_dim=32, depth=1, num_heads=2, stem_depth=2)
+
+
+def test_conv_stem_runs_channels_last_with_the_same_tokens() -> None:
+    enc = ViTEncoder(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="conv").eval()
+    assert enc.model.patch_embed.proj[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 32, 32)
+    tokens = enc(x)
+    enc.model.patch_embed.proj.to(memory_format=torch.contiguous_format)
+    assert_close(tokens, enc.model.forward_features(x), atol=1e-5, rtol=1e-5)
+    # Checkpoints do not record the layout: a contiguous model loads a channels-last one's state dict exactly.
+    plain = ViTEncoder(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="conv").eval()
+    plain.load_state_dict(enc.state_dict())
+    assert_close(plain(x), tokens, atol=1e-5, rtol=1e-5)

@@ -121,6 +121,8 @@ class ViTEncoder(Encoder):
             patch grid, then a 1x1 projection (Xiao et al. 2021, "Early convolutions help transformers see
             better"): the same tokens, but faster and steadier optimisation from scratch on small data. Replaces
             only ``patch_embed.proj``; pretrained patch-embedding weights do not apply to it.
+        stem_depth: 3x3 convolutions per halving of the conv stem: 1 is Xiao et al.'s stem; each extra one is a
+            stride-1 convolution before the stride-2 one (see ``conv_stem``), more local features for small images.
     """
 
     def __init__(
@@ -136,10 +138,13 @@ class ViTEncoder(Encoder):
         checkpoint_path: str | None = None,
         drop_path_rate: float = 0.0,
         stem: Literal["patch", "conv"] = "patch",
+        stem_depth: int = 1,
     ) -> None:
         super().__init__()
         if stem not in ("patch", "conv"):
             raise ValueError(f"encoder stem must be 'patch' or 'conv', got {stem!r}")
+        if stem_depth != 1 and stem != "conv":
+            raise ValueError(f"encoder stem_depth={stem_depth} needs stem='conv'")
         overrides = {
             "img_size": img_size,
             "patch_size": patch_size,
@@ -160,7 +165,12 @@ class ViTEncoder(Encoder):
             raise ValueError(f"timm model {model_name!r} is not a vision transformer; use CNNEncoder for CNNs")
         if stem == "conv":
             patch = self.model.patch_embed.patch_size
-            self.model.patch_embed.proj = conv_stem(in_chans, self.model.embed_dim, patch[0])
+            if patch[0] != patch[1]:
+                raise ValueError(f"the conv stem needs square patches, got {tuple(patch)}")
+            self.model.patch_embed.proj = conv_stem(in_chans, self.model.embed_dim, patch[0], stem_depth)
+            # oneDNN runs these CPU convolutions faster channels-last (the Fashion-MNIST training step ~1.08x); same tokens.
+            self.model.patch_embed.proj.to(memory_format=torch.channels_last)
+        self.stem = stem
         if checkpoint_path is not None:
             self.load_checkpoint(checkpoint_path)
         self.embed_dim = self.model.embed_dim
@@ -182,23 +192,38 @@ class ViTEncoder(Encoder):
 
     def forward_features(self, images: Tensor) -> Tensor:
         """Map images ``(B, C, H, W)`` to tokens ``(B, num_prefix_tokens + h * w, D)`` after the final norm."""
+        if self.stem == "conv":
+            images = images.contiguous(memory_format=torch.channels_last)  # the conv stem's weight layout
         return self.model.forward_features(images)
 
 
-def conv_stem(in_chans: int, embed_dim: int, patch_size: int) -> nn.Sequential:
-    """Convolutional patch embedding: log2(patch) stride-2 3x3 conv + BN + ReLU, then a 1x1 conv to ``embed_dim``.
+def conv_stem(in_chans: int, embed_dim: int, patch_size: int, depth: int = 1) -> nn.Sequential:
+    """Convolutional patch embedding: 3x3 conv + BN + ReLU stages down to the patch grid, then a 1x1 conv to ``embed_dim``.
 
-    Widths double from ``embed_dim / 2**(n-1)`` (at least 16) up to ``embed_dim`` (Xiao et al. 2021), so the output
-    grid equals the ``patch_size`` patch grid: ``(B, C, H, W) -> (B, embed_dim, H / patch, W / patch)``.
+    There are log2(patch) stages, each ending in a stride-2 conv, with widths doubling from
+    ``embed_dim / 2**(n-1)`` (at least 16) up to ``embed_dim`` (Xiao et al. 2021). ``depth`` > 1 puts ``depth - 1``
+    stride-1 3x3 convs before each stride-2 one, at the finer resolution and the incoming width (half the first
+    stage's width on the image itself). The output grid equals the ``patch_size`` patch grid:
+    ``(B, C, H, W) -> (B, embed_dim, H / patch, W / patch)``.
     """
     n = int(math.log2(patch_size))
     if 2**n != patch_size or n < 1:
         raise ValueError(f"the conv stem needs a power-of-two patch size, got {patch_size}")
+    if depth < 1:
+        raise ValueError(f"the conv stem needs stem_depth >= 1, got {depth}")
+
+    def conv_bn_relu(width_in: int, width: int, stride: int) -> list[nn.Module]:
+        return [nn.Conv2d(width_in, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+
     layers: list[nn.Module] = []
     width_in = in_chans
     for i in range(n):
         width = max(16, embed_dim // 2 ** (n - 1 - i))
-        layers += [nn.Conv2d(width_in, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        for _ in range(depth - 1):
+            inner = width_in if i > 0 else max(8, width // 2)
+            layers += conv_bn_relu(width_in, inner, 1)
+            width_in = inner
+        layers += conv_bn_relu(width_in, width, 2)
         width_in = width
     layers.append(nn.Conv2d(width_in, embed_dim, 1))
     return nn.Sequential(*layers)

@@ -25,7 +25,7 @@ __all__ = ["PRESETS", "DecoderConfig", "EncoderConfig", "Preset", "create_captio
 class EncoderConfig:
     """What ``ViTEncoder`` / ``CNNEncoder`` take; None keeps the timm model's own default.
 
-    ``patch_size``, ``depth``, ``num_heads``, ``drop_path_rate`` and ``stem`` are ViT-only; ``source`` and ``out_index`` are
+    ``patch_size``, ``depth``, ``num_heads``, ``drop_path_rate``, ``stem`` and ``stem_depth`` are ViT-only; ``source`` and ``out_index`` are
     CNN-only. For a CNN, ``embed_dim`` is the token projection width and None means the decoder's width.
     """
 
@@ -43,6 +43,7 @@ class EncoderConfig:
     source: Literal["timm", "torchvision"] = "timm"
     out_index: int = -1
     stem: Literal["patch", "conv"] = "patch"
+    stem_depth: int = 1
 
     def build(self, default_embed_dim: int = 256) -> Encoder:
         """Build the encoder; ``default_embed_dim`` is the CNN token width when ``embed_dim`` is None."""
@@ -59,10 +60,16 @@ class EncoderConfig:
                 checkpoint_path=self.checkpoint_path,
                 drop_path_rate=self.drop_path_rate,
                 stem=self.stem,
+                stem_depth=self.stem_depth,
             )
         if self.kind == "cnn":
             vit_only = {"patch_size": self.patch_size, "depth": self.depth, "num_heads": self.num_heads}
-            if any(v is not None for v in vit_only.values()) or self.drop_path_rate or self.stem != "patch":
+            if (
+                any(v is not None for v in vit_only.values())
+                or self.drop_path_rate
+                or self.stem != "patch"
+                or self.stem_depth != 1
+            ):
                 raise ValueError(f"encoder kind 'cnn' does not take the ViT-only settings {vit_only}")
             return CNNEncoder(
                 model_name=self.model_name,
