@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,14 @@ def test_train_step_bench_prints_one_json_line(tmp_path: Path) -> None:
     assert result["model"]["gflop_per_step"]["vitcap"] > 0
     assert "lightning_overhead_pct" in result["lightning"]
     assert result["data"] == {"skipped": f"no flickr8k-mini at {tmp_path / 'absent'}"}
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc tuning is for glibc")
+def test_malloc_tuning_applies_once_per_process_and_can_be_switched_off() -> None:
+    # A child process each: mallopt changes the whole process, and the setting is what run_lightning applies.
+    code = "from vitcap.runtime import keep_freed_memory; print(keep_freed_memory())"
+    for env, expected in (({}, "True"), ({"VITCAP_MALLOC": "system"}, "False")):
+        out = subprocess.run(
+            [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, check=True
+        )
+        assert out.stdout.strip() == expected

@@ -418,7 +418,9 @@ def run_lightning(args: Sequence[str] | None = None) -> int:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from vitcap.reliability import TrainingInterrupted, interrupt_on_signals, is_user_error, user_error_message
+    from vitcap.runtime import keep_freed_memory
 
+    keep_freed_memory()  # CPU training steps reuse freed buffers instead of page-faulting them in (~1.1-1.2x)
     try:
         with interrupt_on_signals():
             lightning_cli(args)
