@@ -159,19 +159,21 @@ def test_conv_stem_rejects_odd_patch_sizes() -> None:
         ViTEncoder(img_size=36, patch_size=6, embed_dim=32, depth=1, num_heads=2, stem="conv")
 
 
-def test_deeper_conv_stem_adds_stride_1_convs_before_each_halving() -> None:
+def test_deeper_conv_stem_adds_stride_1_convs() -> None:
     enc = ViTEncoder(
         img_size=28, patch_size=4, embed_dim=32, depth=1, num_heads=2, in_chans=1, stem="conv", stem_depth=2
     )
     convs = [m for m in enc.model.patch_embed.proj if isinstance(m, torch.nn.Conv2d)]
-    # (in, out, stride): a stride-1 conv at the image's resolution, a halving, a stride-1 conv at 14 px, a halving.
+    # (in, out, stride): a stride-1 conv on the 28-px image, then per stage a halving and a stride-1 conv, then 1x1.
     assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == [
         (1, 8, 1),
         (8, 16, 2),
         (16, 16, 1),
         (16, 32, 2),
         (32, 32, 1),
+        (32, 32, 1),
     ]
+    assert [c.kernel_size[0] for c in convs] == [3, 3, 3, 3, 3, 1]
     x = torch.randn(2, 1, 28, 28)
     assert enc(x).shape == (2, 1 + 49, 32)
     with pytest.raises(ValueError, match="stem_depth"):

@@ -121,8 +121,8 @@ class ViTEncoder(Encoder):
             patch grid, then a 1x1 projection (Xiao et al. 2021, "Early convolutions help transformers see
             better"): the same tokens, but faster and steadier optimisation from scratch on small data. Replaces
             only ``patch_embed.proj``; pretrained patch-embedding weights do not apply to it.
-        stem_depth: 3x3 convolutions per halving of the conv stem: 1 is Xiao et al.'s stem; each extra one is a
-            stride-1 convolution before the stride-2 one (see ``conv_stem``), more local features for small images.
+        stem_depth: 3x3 convolutions per stage of the conv stem: 1 is Xiao et al.'s stem; more add stride-1
+            convolutions (see ``conv_stem``): local features that a ViT from scratch on small data learns slowly.
     """
 
     def __init__(
@@ -200,10 +200,10 @@ class ViTEncoder(Encoder):
 def conv_stem(in_chans: int, embed_dim: int, patch_size: int, depth: int = 1) -> nn.Sequential:
     """Convolutional patch embedding: 3x3 conv + BN + ReLU stages down to the patch grid, then a 1x1 conv to ``embed_dim``.
 
-    There are log2(patch) stages, each ending in a stride-2 conv, with widths doubling from
-    ``embed_dim / 2**(n-1)`` (at least 16) up to ``embed_dim`` (Xiao et al. 2021). ``depth`` > 1 puts ``depth - 1``
-    stride-1 3x3 convs before each stride-2 one, at the finer resolution and the incoming width (half the first
-    stage's width on the image itself). The output grid equals the ``patch_size`` patch grid:
+    There are log2(patch) stages, each opening with a stride-2 conv, with widths doubling from
+    ``embed_dim / 2**(n-1)`` (at least 16) up to ``embed_dim`` (Xiao et al. 2021). ``depth`` > 1 adds ``depth - 1``
+    stride-1 3x3 convs to each stage, after its halving, and one stride-1 conv on the image itself (half the first
+    stage's width) before the first halving. The output grid equals the ``patch_size`` patch grid:
     ``(B, C, H, W) -> (B, embed_dim, H / patch, W / patch)``.
     """
     n = int(math.log2(patch_size))
@@ -213,17 +213,19 @@ def conv_stem(in_chans: int, embed_dim: int, patch_size: int, depth: int = 1) ->
         raise ValueError(f"the conv stem needs stem_depth >= 1, got {depth}")
 
     def conv_bn_relu(width_in: int, width: int, stride: int) -> list[nn.Module]:
-        return [nn.Conv2d(width_in, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        conv = nn.Conv2d(width_in, width, 3, stride=stride, padding=1, bias=False)
+        return [conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
 
+    widths = [max(16, embed_dim // 2 ** (n - 1 - i)) for i in range(n)]
     layers: list[nn.Module] = []
     width_in = in_chans
-    for i in range(n):
-        width = max(16, embed_dim // 2 ** (n - 1 - i))
-        for _ in range(depth - 1):
-            inner = width_in if i > 0 else max(8, width // 2)
-            layers += conv_bn_relu(width_in, inner, 1)
-            width_in = inner
+    if depth > 1:
+        layers += conv_bn_relu(width_in, max(8, widths[0] // 2), 1)
+        width_in = max(8, widths[0] // 2)
+    for width in widths:
         layers += conv_bn_relu(width_in, width, 2)
+        for _ in range(depth - 1):
+            layers += conv_bn_relu(width, width, 1)
         width_in = width
     layers.append(nn.Conv2d(width_in, embed_dim, 1))
     return nn.Sequential(*layers)
