@@ -23,6 +23,7 @@ from vitcap.models.registry import create_classifier
 ENCODERS = {
     "vit-patch": ("tiny", {}),
     "vit-conv": ("tiny", {"stem": "conv"}),
+    "vit-conv2": ("tiny", {"stem": "conv", "stem_depth": 2}),
     "cnn": ("cnn-tiny", {}),
 }
 
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--eval-every", type=int, default=150)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--warmup", type=int, default=0, help="linear learning-rate warm-up steps")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -45,6 +47,7 @@ def main() -> None:
     pool = "mean" if args.encoder == "cnn" else "token"
     model = create_classifier(preset, num_classes=10, encoder={**encoder, "img_size": 64}, pool=pool)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / args.warmup) if args.warmup else 1.0)
     start, step, curve = time.process_time(), 0, {}
     while step < args.steps:
         for batch in dm.train_dataloader():
@@ -53,6 +56,7 @@ def main() -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
+            warmup.step()
             step += 1
             if step % args.eval_every == 0:
                 model.eval()
@@ -62,7 +66,7 @@ def main() -> None:
             if step >= args.steps:
                 break
     print(json.dumps({"bench": "shape_learning", "encoder": args.encoder, "steps": args.steps, "lr": args.lr,
-                      "threads": args.threads, "cpu_s": round(time.process_time() - start, 1),
+                      "warmup": args.warmup, "threads": args.threads, "cpu_s": round(time.process_time() - start, 1),
                       "val_acc_by_step": curve, "load_avg_1m": os.getloadavg()[0]}))  # fmt: skip
 
 
