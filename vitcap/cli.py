@@ -420,7 +420,7 @@ def run_lightning(args: Sequence[str] | None = None) -> int:
     from vitcap.reliability import TrainingInterrupted, interrupt_on_signals, is_user_error, user_error_message
     from vitcap.runtime import keep_freed_memory
 
-    keep_freed_memory()  # CPU training steps reuse freed buffers instead of page-faulting them in (~1.1-1.2x)
+    keep_freed_memory()  # CPU training steps reuse freed buffers instead of page-faulting them in (see vitcap.runtime)
     try:
         with interrupt_on_signals():
             lightning_cli(args)

@@ -5,7 +5,7 @@ by the sizes freed later, up to 32 MiB) straight back to the kernel on ``free`` 
 once 128 KiB or more is free, so a CPU training step that allocates and frees the same megabyte-sized
 activations each step page-faults them in again every time. Fixing the mmap threshold at its 32 MiB maximum and
 keeping up to 256 MiB free at the top of the heap lets the next step reuse the memory: the Fashion-MNIST
-recipe's steps ran 1.1-1.2x faster on the 2-core development machine (``bench/cpu_allocator.py``). What jemalloc
+recipe's steps ran 1.175x faster on the 2-core development machine (``bench/cpu_allocator.py``, docs/BENCHMARKS.md). What jemalloc
 or tcmalloc would do via ``LD_PRELOAD``, without a new dependency; the price is that up to 256 MiB of freed memory
 stays in the process. ``VITCAP_MALLOC=system`` leaves glibc's defaults alone.
 """
