@@ -43,7 +43,10 @@ def child(args: argparse.Namespace) -> None:
     data = config["data"]["init_args"]
     size, chans = data.get("img_size", 28), data.get("in_chans", 3)
     task = ClassificationTask(
-        preset=init.get("preset", "tiny"), encoder=init.get("encoder"), num_classes=10, img_size=size, in_chans=chans
+        preset=init.get("preset", "tiny"),
+        encoder=init.get("encoder"),
+        class_names=[str(i) for i in range(10)],
+        preprocessing={"img_size": size, "in_chans": chans},
     )
     task.configure_model()
     model = task.model.train()

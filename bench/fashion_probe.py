@@ -66,7 +66,7 @@ def main() -> None:
                                   batch_size=args.batch, augment=not args.no_augment, hflip=not args.no_hflip,
                                   crop=args.crop)  # fmt: skip
     dm.setup("fit")
-    task = ClassificationTask(encoder=json.loads(args.encoder), num_classes=10, img_size=28, in_chans=1,
+    task = ClassificationTask(encoder=json.loads(args.encoder), class_names=dm.class_names, preprocessing=dm.preprocessing,
                               pool=args.pool, label_smoothing=args.label_smoothing)  # fmt: skip
     task.configure_model()
     model: nn.Module = task.model

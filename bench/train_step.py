@@ -38,7 +38,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build_hf_captioner, cpu_name, interleaved, load_avg, median, paired_ratio, synchronize  # noqa: E402
 
-from vitcap.layers.linear import onednn_linear_available, use_onednn_linear  # noqa: E402
+from vitcap.layers.gemm import onednn_linear_available, use_onednn_linear  # noqa: E402
 from vitcap.models import PRESETS, Captioner, CNNEncoder, ViTEncoder, create_captioner  # noqa: E402
 from vitcap.tasks.captioning import caption_loss  # noqa: E402
 from vitcap.tasks.optim import adamw, param_groups, warmup_cosine  # noqa: E402
@@ -316,8 +316,8 @@ def make_task(args: argparse.Namespace, dm) -> Any:
 
     torch.manual_seed(0)
     return CaptioningTask(
-        preset=args.model, encoder=encoder_overrides(args), vocab_size=dm.vocab_size, pad_id=dm.pad_id, bos_id=dm.bos_id, eos_id=dm.eos_id,
-        tokenizer=dm.tokenizer_json, img_size=dm.img_size, preprocessing=dm.preprocessing, eval_generate=False,
+        preset=args.model, encoder=encoder_overrides(args), tokenizer=dm.tokenizer_json, max_length=dm.max_length,
+        preprocessing=dm.preprocessing, eval_generate=False,
         compile=args.compile,
     )  # fmt: skip
 
@@ -368,8 +368,8 @@ def section_lightning(args: argparse.Namespace, device: torch.device, result: di
         task = make_task(args, dm)
         model = task.model.to(device).train()
         task.configure_model()  # what Trainer.fit calls first: oneDNN linears, and compile when asked
-        optimizer = adamw(param_groups(model), task.lr, task.weight_decay)
-        schedule = warmup_cosine(optimizer, total, warmup=task.warmup, min_lr_ratio=task.min_lr_ratio)
+        optimizer = adamw(param_groups(model), task.optim.lr, task.optim.weight_decay)
+        schedule = warmup_cosine(optimizer, total, warmup=task.optim.warmup, min_lr_ratio=task.optim.min_lr_ratio)
         clock = StepClock(device)
         for batch in _take(dm.train_dataloader(), total):
             images = batch["images"].to(device, non_blocking=True)
@@ -481,7 +481,7 @@ def _train_on_files(args: argparse.Namespace, img_size: int, num_workers: int) -
     device = torch.device(args.device)
     model = task.model.to(device).train()
     task.configure_model()
-    optimizer = adamw(param_groups(model), task.lr, task.weight_decay)
+    optimizer = adamw(param_groups(model), task.optim.lr, task.optim.weight_decay)
     clock = StepClock(device)
     skip = 2
     for batch in _take(dm.train_dataloader(), skip + args.loader_batches):

@@ -33,7 +33,7 @@ def caption_args(root: Path, *extra: str) -> list[str]:
         "vitcap.tasks.CaptioningTask",
         "--model.preset",
         "toy",
-        "--model.lr",
+        "--model.optim.lr",
         "0.003",
         "--model.generation",
         '{"max_length": 12}',
@@ -102,7 +102,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def caption_run(tmp_path_factory: pytest.TempPathFactory):
     """A toy captioner trained for a few epochs: (cli object, run folder, last checkpoint)."""
-    from vitcap.cli import lightning_cli
+    from vitcap.cli.train import lightning_cli
 
     root = tmp_path_factory.mktemp("caption_run")
     cli = lightning_cli(["fit", *caption_args(root, "--trainer.max_epochs", "6", "--trainer.log_every_n_steps", "1")])
@@ -114,7 +114,7 @@ def caption_run(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def classify_run(tmp_path_factory: pytest.TempPathFactory):
     """A toy ViT classifier trained for two epochs: (cli object, run folder, last checkpoint)."""
-    from vitcap.cli import lightning_cli
+    from vitcap.cli.train import lightning_cli
 
     root = tmp_path_factory.mktemp("classify_run")
     cli = lightning_cli(["fit", *classify_args(root, "--trainer.max_epochs", "2")])

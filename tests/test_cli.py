@@ -13,7 +13,7 @@ from PIL import Image
 
 import vitcap
 from tests.conftest import REPO
-from vitcap.cli import main
+from vitcap.cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from tests.conftest import REPO, caption_args
-from vitcap.cli import lightning_cli
+from vitcap.cli.train import lightning_cli
 
 # 16 validation images, 4 per batch: each process validates 2 batches of distinct images (no sampler padding).
 DATA = ["--data.num_train", "32", "--data.num_val", "16", "--data.eval_batch_size", "4"]

@@ -10,8 +10,6 @@ import torch
 from vitcap.generate import (
     Generated,
     GenerationConfig,
-    _banned_specials,
-    _process_logits,
     attention_grid,
     beam_search,
     generate,
@@ -19,6 +17,7 @@ from vitcap.generate import (
     greedy,
     sample,
 )
+from vitcap.generate.processors import banned_specials, process_logits
 from vitcap.models import TextDecoder, create_captioner
 
 PAD, BOS, EOS = 0, 1, 2
@@ -295,7 +294,7 @@ def test_repetition_penalty_is_ctrl_style() -> None:
     logits = torch.tensor([[0.0, 0.0, 0.0, 2.0, -1.0, 1.0]])
     generated = torch.tensor([[3, 4, 3]])
     config = GenerationConfig(repetition_penalty=2.0)
-    out = _process_logits(logits, generated, 3, config, _banned_specials(6, BOS, EOS, PAD, logits.device), EOS)
+    out = process_logits(logits, generated, 3, config, banned_specials(6, BOS, EOS, PAD, logits.device), EOS)
     expected = torch.tensor([[float("-inf"), float("-inf"), 0.0, 1.0, -2.0, 1.0]]).log_softmax(-1)
     torch.testing.assert_close(out, expected)
 

@@ -19,8 +19,9 @@ from PIL import Image
 
 import vitcap
 from tests.conftest import REPO, caption_args, classify_args
-from vitcap.cli import main
-from vitcap.reliability import ResumableSampler, format_config_error
+from vitcap.cli.errors import format_config_error
+from vitcap.cli.main import main
+from vitcap.data.sampler import ResumableSampler
 
 # ------------------------------------------------------------------------------------------------------- inputs
 WORDS = ["red", "green", "blue", "square", "circle", "small", "large", "a", "an", "image", "of"]
@@ -126,7 +127,7 @@ def one_error_line(err: str) -> str:
 # ------------------------------------------------------------------------------------------------- checkpoints
 @pytest.fixture(scope="module")
 def tiny_caption_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vitcap.cli import lightning_cli
+    from vitcap.cli.train import lightning_cli
 
     root = tmp_path_factory.mktemp("tiny_caption")
     lightning_cli(["fit", *caption_args(root, "--data.num_train", "16", "--trainer.max_epochs", "1")])
@@ -135,7 +136,7 @@ def tiny_caption_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_classify_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vitcap.cli import lightning_cli
+    from vitcap.cli.train import lightning_cli
 
     root = tmp_path_factory.mktemp("tiny_classify")
     lightning_cli(["fit", *classify_args(root, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1")])
@@ -288,12 +289,12 @@ def test_unknown_key_in_a_config_file_is_named(tmp_path: Path, capsys) -> None:
 def test_bugs_keep_their_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch.nn.functional as F
 
-    from vitcap.reliability import is_user_error
+    from vitcap.cli.errors import user_error
     from vitcap.tasks import CaptioningTask
 
     with pytest.raises(ValueError) as inside_torch:
         F.cross_entropy(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long))
-    assert not is_user_error(inside_torch.value)
+    assert user_error(inside_torch.value) is None
 
     def broken_step(self, batch, batch_idx):  # noqa: ANN001, ANN202
         raise KeyError("a bug")

@@ -17,8 +17,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from tests.conftest import REPO, caption_args
-from vitcap.cli import lightning_cli
-from vitcap.reliability import AtomicCheckpointIO, ResumableSampler, atomic_save
+from vitcap.cli.train import lightning_cli
+from vitcap.data.sampler import ResumableSampler
+from vitcap.training.checkpoint_io import AtomicCheckpointIO, atomic_save
 
 # 32 training images x 5 captions = 160 pairs = 5 batches of 32 per epoch; 3 epochs = 15 optimizer steps.
 STEPS_PER_EPOCH = 5

@@ -20,9 +20,9 @@ import torch
 from torch.testing import assert_close
 
 from tests.conftest import REPO, caption_args
-from vitcap.cli import lightning_cli
-from vitcap.layers import linear as linear_module
-from vitcap.layers.linear import OneDNNLinear, onednn_linear_available, use_onednn_linear
+from vitcap.cli.train import lightning_cli
+from vitcap.layers import gemm as linear_module
+from vitcap.layers.gemm import OneDNNLinear, onednn_linear_available, use_onednn_linear
 from vitcap.models import CNNEncoder, create_captioner
 from vitcap.tasks.optim import adamw, param_groups
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, caption_args, classify_args
-from vitcap.cli import lightning_cli
+from vitcap.cli.train import lightning_cli
 
 CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml"))
 
@@ -67,7 +67,7 @@ def test_checkpoint_is_plain_and_knows_its_task(caption_run) -> None:
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["vitcap"]["task"] == "captioning"
     assert state["hyper_parameters"]["tokenizer"] == state["vitcap"]["tokenizer"]
-    assert state["hyper_parameters"]["vocab_size"] > 4
+    assert state["vitcap"]["model"]["vocab_size"] > 4 and state["vitcap"]["format"] == 2
 
 
 @pytest.mark.parametrize("command", ["validate", "test"])
@@ -101,14 +101,15 @@ def test_classifier_predict_writes_json(classify_run, tmp_path: Path) -> None:
 
 RELOAD = """
 import sys, torch
-from vitcap.inference import build_task, read_checkpoint
+from vitcap.checkpoint import read_checkpoint
+from vitcap.inference import build_model
 meta, state = read_checkpoint(sys.argv[1])
-task = build_task(meta, state)
+model = build_model(meta, state)
 torch.manual_seed(123)
 images = torch.randn(2, 3, 32, 32)
-tokens = torch.randint(4, task.hparams.vocab_size, (2, 7))
+tokens = torch.randint(4, model.decoder.vocab_size, (2, 7))
 with torch.no_grad():
-    torch.save(task.model(images, tokens), sys.argv[2])
+    torch.save(model(images, tokens), sys.argv[2])
 """
 
 
@@ -119,7 +120,7 @@ def test_checkpoint_reloads_in_fresh_process_with_identical_logits(caption_run, 
     model = cli.model.model.eval()
     torch.manual_seed(123)
     images = torch.randn(2, 3, 32, 32)
-    tokens = torch.randint(4, cli.model.hparams.vocab_size, (2, 7))
+    tokens = torch.randint(4, cli.model.tokenizer.vocab_size, (2, 7))
     with torch.no_grad():
         expected = model(images, tokens)
     assert torch.equal(torch.load(out, weights_only=True), expected)

@@ -29,6 +29,15 @@ def upsample_map(grid: Tensor, size: tuple[int, int]) -> np.ndarray:
     return ((up - lo) / (hi - lo + 1e-12)).numpy()
 
 
+def _save(plt, fig, path: str | Path) -> Path:  # noqa: ANN001 - matplotlib's pyplot module and Figure
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def caption_attention_figure(
     image: Image.Image, words: list[str], grids: Tensor, path: str | Path, title: str | None = None
 ) -> Path:
@@ -62,12 +71,7 @@ def caption_attention_figure(
         ax.set_title(word, fontsize=10)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def rollout_figure(image: Image.Image, grid: Tensor, path: str | Path, title: str | None = None) -> Path:
@@ -81,12 +85,7 @@ def rollout_figure(image: Image.Image, grid: Tensor, path: str | Path, title: st
     axes[1].imshow(image)
     axes[1].imshow(upsample_map(grid, image.size), cmap="jet", alpha=0.5)
     axes[1].set_title(title or "attention rollout", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 @torch.no_grad()

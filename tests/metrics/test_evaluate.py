@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from vitcap.cli.evaluate import EvaluationError, evaluate_files, main, read_predictions
 from vitcap.metrics import coco_tokenize, java_available, java_metrics
 from vitcap.metrics.bleu import corpus_bleu
 from vitcap.metrics.cider import cider_d
-from vitcap.metrics.evaluate import EvaluationError, evaluate_files, main, read_predictions
 from vitcap.metrics.rouge import rouge_l
 
 REFS = {
@@ -136,7 +136,7 @@ def test_main_prints_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_vitcap_evaluate_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from vitcap.cli import main as vitcap_main
+    from vitcap.cli.main import main as vitcap_main
 
     refs = write_coco_references(tmp_path / "captions.json")
     preds = write_jsonl_predictions(tmp_path / "preds.jsonl")

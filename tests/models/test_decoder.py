@@ -161,3 +161,40 @@ def test_decoder_errors_name_the_problem() -> None:
         decoder.forward_step(tokens, decoder.project_memory(memory), decoder.init_cache(3))
     with pytest.raises(ValueError, match="pos_embed"):
         _decoder(pos_embed="rotary")
+
+
+@pytest.mark.parametrize("cross_attn", KINDS)
+@pytest.mark.parametrize("setting", ["dropout", "attn_drop"])
+def test_each_dropout_setting_acts_in_training_only(setting: str, cross_attn: str) -> None:
+    tokens, memory = _inputs()
+    plain = _decoder(cross_attn=cross_attn)
+    dropped = _decoder(cross_attn=cross_attn, **{setting: 0.5})  # same seed, so the same weights
+    assert torch.equal(dropped(tokens, memory), plain(tokens, memory))  # eval mode: dropout off
+    plain.train()
+    dropped.train()
+    torch.manual_seed(2)
+    reference = plain(tokens, memory)
+    torch.manual_seed(2)
+    assert not torch.allclose(dropped(tokens, memory), reference), f"{setting}=0.5 changes nothing in training"
+
+
+@pytest.mark.parametrize("cross_attn", KINDS)
+def test_every_dropout_module_is_set_and_applied(cross_attn: str) -> None:
+    decoder = _decoder(cross_attn=cross_attn, dropout=0.5, attn_drop=0.5).train()
+    dropouts = {name: m for name, m in decoder.named_modules() if isinstance(m, nn.Dropout)}
+    # The settings reach every dropout module (none is left at p=0, where it could never act) ...
+    assert dropouts and {name: m.p for name, m in dropouts.items()} == dict.fromkeys(dropouts, 0.5)
+    # ... and each module, switched on alone, changes the training output.
+    tokens, memory = _inputs()
+    for m in dropouts.values():
+        m.p = 0.0
+    torch.manual_seed(2)
+    reference = decoder(tokens, memory)
+    for name, m in dropouts.items():
+        if cross_attn == "linear" and name.endswith("cross_attn.attn_drop"):
+            continue  # linear attention has no attention probabilities to drop (documented)
+        m.p = 0.5
+        torch.manual_seed(2)
+        out = decoder(tokens, memory)
+        m.p = 0.0
+        assert not torch.allclose(out, reference), f"{name} has no effect in training"

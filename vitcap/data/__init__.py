@@ -1,4 +1,5 @@
-"""Data: image loading, transforms, caption readers, the built-in shapes, datasets, collate and DataModules."""
+"""Data: image loading, transforms, caption readers, the built-in shapes, datasets, collate, the resumable sampler
+and DataModules."""
 
 from vitcap.data.captions import (
     FORMATS,

@@ -23,6 +23,7 @@ import torch
 
 from vitcap.data.captions import Problem, hash_split
 from vitcap.data.images import IMAGE_EXTENSIONS
+from vitcap.errors import ConfigError, DataError
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -66,7 +67,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file (optionally gzipped) into an array of its stored dtype and shape.
 
     Raises:
-        ValueError: Not an IDX file, truncated, or a corrupt gzip stream; the message names the file.
+        DataError: Not an IDX file, truncated, or a corrupt gzip stream; the message names the file.
     """
     path = Path(path)
     data = path.read_bytes()
@@ -74,17 +75,19 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as e:
-            raise ValueError(f"{path}: corrupt or truncated gzip data ({e})") from e
+            raise DataError(f"{path}: corrupt or truncated gzip data ({e})", path=path) from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})")
+        raise DataError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})", path=path)
     dtype, ndim = _IDX_DTYPES[data[2]], data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header")
+        raise DataError(f"{path}: truncated IDX header", path=path)
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
-        raise ValueError(f"{path}: IDX shape {shape} needs {expected} bytes, file has {len(data)} (truncated?)")
+        raise DataError(
+            f"{path}: IDX shape {shape} needs {expected} bytes, file has {len(data)} (truncated?)", path=path
+        )
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -113,15 +116,19 @@ def load_idx_pair(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, t
     """Images uint8 (N, H, W) and labels long (N,) from an IDX pair.
 
     Raises:
-        ValueError: Wrong dtype/rank, or image and label counts differ; names the files.
+        DataError: Wrong dtype/rank, or image and label counts differ; names the files.
     """
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{images_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+        raise DataError(
+            f"{images_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}", path=images_path
+        )
     if labels.ndim != 1:
-        raise ValueError(f"{labels_path}: expected labels (N,), got shape {labels.shape}")
+        raise DataError(f"{labels_path}: expected labels (N,), got shape {labels.shape}", path=labels_path)
     if len(images) != len(labels):
-        raise ValueError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+        raise DataError(
+            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels", path=images_path
+        )
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -171,7 +178,7 @@ def load_cifar10(root: str | os.PathLike, train: bool, download: bool = False) -
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic (train, val) index arrays, each sorted; ``round(n * val_fraction)`` validation items."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     perm = np.random.Generator(np.random.PCG64(seed)).permutation(n)
     n_val = round(n * val_fraction)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])

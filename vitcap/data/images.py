@@ -1,7 +1,8 @@
 """Image loading: the one place in vitcap where image files are opened.
 
 ``load_image`` returns an 8-bit RGB ``PIL.Image`` for every file Pillow can decode, or raises ``ImageLoadError``
-(a ``ValueError``) whose one-line message names the file and the reason. Mode conversion rules:
+(from `vitcap.errors`, a ``ValueError``) whose one-line message names the file and the reason. Mode conversion
+rules:
 
 - EXIF orientation is applied (``ImageOps.exif_transpose``), so width/height are as a viewer shows them.
 - ``L`` and ``1`` (1-bit) are replicated to RGB; ``CMYK`` and ``YCbCr`` use Pillow's conversion (ICC profiles
@@ -28,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vitcap.errors import ConfigError, ImageLoadError
+
 __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS_ENV", "ImageLoadError", "load_image", "max_image_pixels", "to_rgb"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -36,7 +39,11 @@ MAX_PIXELS_ENV = "VITCAP_MAX_IMAGE_PIXELS"
 
 
 def max_image_pixels() -> int | None:
-    """The decompression-bomb limit ``load_image`` applies by default (``VITCAP_MAX_IMAGE_PIXELS`` or Pillow's)."""
+    """The decompression-bomb limit ``load_image`` applies by default (``VITCAP_MAX_IMAGE_PIXELS`` or Pillow's).
+
+    Raises:
+        ConfigError: ``VITCAP_MAX_IMAGE_PIXELS`` is set but not a positive integer.
+    """
     value = os.environ.get(MAX_PIXELS_ENV, "").strip()
     if not value:
         return Image.MAX_IMAGE_PIXELS
@@ -45,27 +52,10 @@ def max_image_pixels() -> int | None:
     except ValueError:
         limit = 0
     if limit <= 0:
-        raise ValueError(f"{MAX_PIXELS_ENV}={value!r}: expected a positive number of pixels")
+        raise ConfigError(f"{MAX_PIXELS_ENV}={value!r}: expected a positive number of pixels")
     if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses images over twice its own limit before vitcap's check
     return limit
-
-
-class ImageLoadError(ValueError):
-    """An image file that cannot be used; the message names the file and the reason in one line.
-
-    Attributes:
-        path: The file that failed.
-        reason: What was wrong with it.
-    """
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"cannot load image {self.path}: {reason}")
-
-    def __reduce__(self):  # keeps the exception picklable across DataLoader worker processes
-        return (type(self), (self.path, self.reason))
 
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:

@@ -56,6 +56,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vitcap.errors import ConfigError
+
 __all__ = [
     "CLASS_NAMES",
     "COLORS",
@@ -89,7 +91,6 @@ _FUNCTION_WORDS += ("right", "above", "below", ",")
 VOCABULARY = tuple(
     sorted(set(_FUNCTION_WORDS) | set(SHAPES) | set(PLURALS.values()) | set(COLORS) | set(SIZES) | set(COUNTS.values()))
 )
-SPLIT_NAMES = ("train", "val", "test")
 
 _SS = 4  # supersampling factor per axis
 # Literal vertices (not computed with sin/cos, whose last bits may differ between math libraries).
@@ -163,9 +164,9 @@ def make_scene(
         max_objects: Most objects (<= 4).
     """
     if img_size < 32:
-        raise ValueError(f"shapes img_size must be >= 32, got {img_size}")
+        raise ConfigError(f"shapes img_size must be >= 32, got {img_size}")
     if not 1 <= min_objects <= max_objects <= 4:
-        raise ValueError(f"need 1 <= min_objects <= max_objects <= 4, got {min_objects}, {max_objects}")
+        raise ConfigError(f"need 1 <= min_objects <= max_objects <= 4, got {min_objects}, {max_objects}")
     rng = random.Random(f"vitcap-shapes/v1/{seed}/{split}/{index}/{min_objects}-{max_objects}")
     n = min_objects + _below(rng, max_objects - min_objects + 1)
     objects = _layout(rng, n, img_size)

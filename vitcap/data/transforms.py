@@ -29,6 +29,8 @@ import torchvision.transforms.v2 as v2
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 
+from vitcap.errors import ConfigError
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -51,7 +53,7 @@ class ToChannels:
 
     def __init__(self, in_chans: int) -> None:
         if in_chans not in (1, 3):
-            raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+            raise ConfigError(f"in_chans must be 1 or 3, got {in_chans}")
         self.in_chans = in_chans
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
@@ -113,19 +115,19 @@ def make_preprocessing(
     """Validated ``preprocessing`` dict; a single mean/std value is repeated for every channel.
 
     Raises:
-        ValueError: A value is out of range; the message names the key.
+        ConfigError: A value is out of range; the message names the key.
     """
     if img_size < 1:
-        raise ValueError(f"preprocessing 'img_size' must be >= 1, got {img_size}")
+        raise ConfigError(f"preprocessing 'img_size' must be >= 1, got {img_size}")
     if interpolation not in _INTERPOLATIONS:
-        raise ValueError(f"preprocessing 'interpolation' must be one of {_INTERPOLATIONS}, got {interpolation!r}")
+        raise ConfigError(f"preprocessing 'interpolation' must be one of {_INTERPOLATIONS}, got {interpolation!r}")
     if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"preprocessing 'crop_pct' must be in (0, 1], got {crop_pct}")
+        raise ConfigError(f"preprocessing 'crop_pct' must be in (0, 1], got {crop_pct}")
     if in_chans not in (1, 3):
-        raise ValueError(f"preprocessing 'in_chans' must be 1 or 3, got {in_chans}")
+        raise ConfigError(f"preprocessing 'in_chans' must be 1 or 3, got {in_chans}")
     mean, std = _per_channel("mean", mean, in_chans), _per_channel("std", std, in_chans)
     if any(s <= 0 for s in std):
-        raise ValueError(f"preprocessing 'std' must be positive, got {std}")
+        raise ConfigError(f"preprocessing 'std' must be positive, got {std}")
     return {
         "img_size": int(img_size),
         "mean": mean,
@@ -141,14 +143,14 @@ def _per_channel(key: str, values: Sequence[float], in_chans: int) -> list[float
     if len(values) == 1:
         values = values * in_chans
     if len(values) != in_chans:
-        raise ValueError(f"preprocessing '{key}' needs 1 or {in_chans} values, got {len(values)}")
+        raise ConfigError(f"preprocessing '{key}' needs 1 or {in_chans} values, got {len(values)}")
     return values
 
 
 def _parse(preprocessing: dict) -> dict:
     missing = [k for k in ("img_size", "mean", "std") if k not in preprocessing]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"preprocessing dict is missing {missing}; expected img_size, mean, std[, interpolation, crop_pct]"
         )
     return make_preprocessing(
@@ -207,7 +209,7 @@ def build_train_transform(
     steps: list[Callable] = [v2.ToImage(), ToChannels(p["in_chans"])]
     if task == "caption":
         if randaugment or auto_augment:
-            raise ValueError("captioning augmentation cannot use randaugment/auto_augment: they change colours")
+            raise ConfigError("captioning augmentation cannot use randaugment/auto_augment: they change colours")
         steps += [
             ResizeCenterCrop(size, p["crop_pct"], p["interpolation"]),
             v2.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), interpolation=interp, antialias=True),
@@ -222,17 +224,17 @@ def build_train_transform(
                 # normalisation) draws grey borders around MNIST-like images with black backgrounds.
                 steps.append(v2.RandomCrop(size, padding=max(1, size // 8), fill=0))
         else:
-            raise ValueError(f"crop must be 'pad', 'rrc' or 'none', got {crop!r}")
+            raise ConfigError(f"crop must be 'pad', 'rrc' or 'none', got {crop!r}")
         if hflip:
             steps.append(v2.RandomHorizontalFlip())
         if randaugment and auto_augment:
-            raise ValueError("choose one of randaugment and auto_augment")
+            raise ConfigError("choose one of randaugment and auto_augment")
         if randaugment:
             steps.append(v2.RandAugment(num_ops=2, magnitude=9, interpolation=InterpolationMode.BILINEAR))
         if auto_augment:
             if auto_augment not in _AUTO_AUGMENT:
-                raise ValueError(f"auto_augment must be one of {sorted(_AUTO_AUGMENT)} or None, got {auto_augment!r}")
+                raise ConfigError(f"auto_augment must be one of {sorted(_AUTO_AUGMENT)} or None, got {auto_augment!r}")
             steps.append(v2.AutoAugment(_AUTO_AUGMENT[auto_augment], interpolation=InterpolationMode.BILINEAR))
     else:
-        raise ValueError(f"task must be 'caption' or 'classify', got {task!r}")
+        raise ConfigError(f"task must be 'caption' or 'classify', got {task!r}")
     return v2.Compose(steps + _finish(p))

@@ -1,17 +1,12 @@
-"""Transformer building blocks in plain PyTorch: attention, MLP, decoder block, position embeddings."""
+"""Transformer building blocks in plain PyTorch: attention, MLP, decoder block, position embeddings, CPU GEMM."""
 
-from vitcap.layers.attention import (
-    AdditiveCrossAttention,
-    Attention,
-    CrossAttentionKind,
-    CrossKV,
-    KVCache,
-    LinearCrossAttention,
-    build_cross_attention,
-    scaled_dot_attention,
-)
+from vitcap.layers.additive_attention import AdditiveCrossAttention
+from vitcap.layers.attention import Attention, CrossAttention
 from vitcap.layers.blocks import DecoderBlock
-from vitcap.layers.linear import OneDNNLinear, use_onednn_linear
+from vitcap.layers.cross_attention import CrossAttentionKind, build_cross_attention
+from vitcap.layers.gemm import OneDNNLinear, use_onednn_linear
+from vitcap.layers.kv_cache import CrossKV, KVCache
+from vitcap.layers.linear_attention import LinearCrossAttention
 from vitcap.layers.mlp import Mlp
 from vitcap.layers.pos_embed import (
     LearnedPositionEmbedding,
@@ -19,10 +14,12 @@ from vitcap.layers.pos_embed import (
     build_2d_sincos,
     sinusoidal_embedding,
 )
+from vitcap.layers.sdpa import scaled_dot_attention
 
 __all__ = [
     "AdditiveCrossAttention",
     "Attention",
+    "CrossAttention",
     "CrossAttentionKind",
     "CrossKV",
     "DecoderBlock",

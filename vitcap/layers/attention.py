@@ -1,126 +1,24 @@
-"""Multi-head attention for self- and cross-attention, with a KV cache and shared (grouped) image keys/values.
+"""Multi-head attention for self- and cross-attention, with grouped (shared) image keys/values.
 
 One module serves both roles (timm's ``Attention`` naming: ``qkv``/``q``/``kv``/``proj``). The hot path is
-``F.scaled_dot_product_attention``; ``need_weights=True`` takes an explicit softmax path that the tests compare
-against and that attention maps come from. Two alternative cross-attention scorers (additive, linear) share the
-cross-attention interface so the decoder can swap them.
+``F.scaled_dot_product_attention`` (:mod:`vitcap.layers.sdpa`); ``need_weights=True`` takes an explicit softmax
+path that the tests compare against and that attention maps come from. ``CrossAttention`` is the cross-attention
+role as a class, the base of the other scorers, which override ``_attend_cross``:
+
+- :mod:`vitcap.layers.kv_cache`: ``KVCache`` (self-attention, per step) and ``CrossKV`` (images, projected once);
+- :mod:`vitcap.layers.additive_attention`: ``AdditiveCrossAttention`` (Bahdanau);
+- :mod:`vitcap.layers.linear_attention`: ``LinearCrossAttention`` (Shen et al. efficient attention);
+- :mod:`vitcap.layers.cross_attention`: ``CrossAttentionKind`` and ``build_cross_attention``.
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
-
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "AdditiveCrossAttention",
-    "Attention",
-    "CrossAttentionKind",
-    "CrossKV",
-    "KVCache",
-    "LinearCrossAttention",
-    "build_cross_attention",
-    "scaled_dot_attention",
-]
+from vitcap.layers.kv_cache import CrossKV, KVCache
+from vitcap.layers.sdpa import padding_to_attn_mask, scaled_dot_attention
 
-CrossAttentionKind = Literal["scaled_dot", "additive", "linear"]
-
-
-class CrossKV(NamedTuple):
-    """Cross-attention keys and values of a batch of images, projected once and reused at every decoding step.
-
-    Attributes:
-        k: Keys ``(B, H, N, Dh)``.
-        v: Values ``(B, H, N, Dh)``.
-        key_padding_mask: Optional bool ``(B, N)``, True = image token to ignore.
-    """
-
-    k: Tensor
-    v: Tensor
-    key_padding_mask: Tensor | None = None
-
-    def select(self, index: Tensor) -> CrossKV:
-        """Keep the images at ``index`` (a ``(B_new,)`` long tensor), e.g. to drop finished images."""
-        mask = None if self.key_padding_mask is None else self.key_padding_mask.index_select(0, index)
-        return CrossKV(self.k.index_select(0, index), self.v.index_select(0, index), mask)
-
-
-class KVCache:
-    """Self-attention keys and values of one layer, grown by one decoding step at a time.
-
-    Concatenating per step costs O(T^2) copies over a whole caption, which is negligible for caption lengths
-    (tens of tokens) and keeps the cache exactly as long as what was decoded (no preallocated ``max_len``).
-    """
-
-    def __init__(self) -> None:
-        self.k: Tensor | None = None  # (B, H, L, Dh)
-        self.v: Tensor | None = None  # (B, H, L, Dh)
-
-    @property
-    def length(self) -> int:
-        """Number of cached positions L."""
-        return 0 if self.k is None else self.k.shape[2]
-
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Append ``(B, H, t, Dh)`` keys/values; return all cached keys/values ``(B, H, L + t, Dh)``."""
-        if self.k is None or self.v is None:
-            self.k, self.v = k, v
-        else:
-            self.k = torch.cat([self.k, k], dim=2)
-            self.v = torch.cat([self.v, v], dim=2)
-        return self.k, self.v
-
-    def reorder(self, index: Tensor) -> None:
-        """Select batch rows in place: row ``i`` becomes old row ``index[i]`` (beam search reordering)."""
-        if self.k is not None and self.v is not None:
-            self.k = self.k.index_select(0, index)
-            self.v = self.v.index_select(0, index)
-
-
-def scaled_dot_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
-    attn_mask: Tensor | None = None,
-    is_causal: bool = False,
-    dropout_p: float = 0.0,
-    need_weights: bool = False,
-) -> tuple[Tensor, Tensor | None]:
-    """Scaled dot-product attention, fused unless the weights are needed.
-
-    Args:
-        q: Queries ``(B, H, T, Dh)``.
-        k: Keys ``(B, H, S, Dh)``.
-        v: Values ``(B, H, S, Dh)``.
-        attn_mask: Bool mask broadcastable to ``(B, H, T, S)``, True = may attend.
-        is_causal: Causal mask aligned bottom-right: query ``i`` sees keys ``0 .. S - T + i``, which is what
-            ``T`` new queries against a cache of ``S - T`` earlier positions need. (SDPA's own ``is_causal`` is
-            top-left aligned, so it is used only when ``T == S``.)
-        dropout_p: Dropout on the attention probabilities.
-        need_weights: Take the explicit softmax path and return its weights averaged over heads.
-
-    Returns:
-        Output ``(B, H, T, Dh)`` and weights ``(B, T, S)`` (before dropout) or None.
-    """
-    T, S = q.shape[-2], k.shape[-2]
-    if is_causal:
-        if T == S and attn_mask is None and not need_weights:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True), None
-        if T > 1:  # a single newest query sees every cached key, so it needs no mask (and keeps the fast kernel)
-            causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)  # (T, S)
-            attn_mask = causal if attn_mask is None else attn_mask & causal
-    if not need_weights:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p), None
-    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, T, S)
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    attn = scores.softmax(dim=-1)
-    weights = attn.mean(dim=1)
-    out = F.dropout(attn, dropout_p) @ v  # (B, H, T, Dh)
-    return out, weights
+__all__ = ["Attention", "CrossAttention", "CrossKV", "KVCache", "scaled_dot_attention"]
 
 
 class Attention(nn.Module):
@@ -203,7 +101,7 @@ class Attention(nn.Module):
         # q, k, v: (B, H, T, Dh)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, L + T, Dh)
-        attn_mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # (B, 1, 1, S)
+        attn_mask = padding_to_attn_mask(key_padding_mask)  # (B, 1, 1, S)
         out, weights = scaled_dot_attention(
             q,
             k,
@@ -266,7 +164,7 @@ class Attention(nn.Module):
         self, q: Tensor, kv: CrossKV, key_padding_mask: Tensor | None, need_weights: bool
     ) -> tuple[Tensor, Tensor | None]:
         """Attend grouped queries (B_img, H, T', Dh) to kv; return (B_img, H, T', Dh) and (B_img, T', N) or None."""
-        attn_mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # (B_img, 1, 1, N)
+        attn_mask = padding_to_attn_mask(key_padding_mask)  # (B_img, 1, 1, N)
         return scaled_dot_attention(
             q,
             kv.k,
@@ -277,13 +175,13 @@ class Attention(nn.Module):
         )
 
 
-class AdditiveCrossAttention(Attention):
-    """Additive (Bahdanau, Show-Attend-Tell) cross-attention, multi-head.
+class CrossAttention(Attention):
+    """Scaled dot-product cross-attention, ``Attention(..., cross=True)`` as a class.
 
-    Per head, ``score(t, n) = w^T tanh(W_q x_t + W_k m_n)``, softmax over the N image tokens, then a weighted sum
-    of values ``W_v m_n`` and the output projection. ``W_q`` is ``q``, ``W_k``/``W_v`` are ``kv`` and ``w`` is
-    ``score`` ``(H, Dh)``. Memory: the tanh term is a ``(B, H, T, N, Dh)`` intermediate (T times the memory of
-    the keys), fine at caption sizes but quadratic-ish for long queries, unlike the fused scaled-dot path.
+    The constructor every cross-attention kind shares; the additive and linear scorers subclass it and override
+    ``_attend_cross`` (grouped queries ``(B_img, H, T', Dh)`` against a ``CrossKV``).
+
+    Args are those of ``Attention`` without ``cross``; ``kv_dim`` is the width of the image tokens.
     """
 
     def __init__(
@@ -296,70 +194,3 @@ class AdditiveCrossAttention(Attention):
         kv_dim: int | None = None,
     ) -> None:
         super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop, cross=True, kv_dim=kv_dim)
-        self.score = nn.Parameter(torch.empty(num_heads, self.head_dim))
-        # Scores start near unit scale so W_q / W_k get useful gradients from the first step.
-        nn.init.normal_(self.score, std=self.head_dim**-0.5)
-
-    def _attend_cross(
-        self, q: Tensor, kv: CrossKV, key_padding_mask: Tensor | None, need_weights: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        hidden = torch.tanh(q.unsqueeze(3) + kv.k.unsqueeze(2))  # (B, H, T', 1, Dh) + (B, H, 1, N, Dh)
-        scores = torch.einsum("bhtnd,hd->bhtn", hidden, self.score)  # (B, H, T', N)
-        if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-        attn = scores.softmax(dim=-1)
-        out = self.attn_drop(attn) @ kv.v  # (B, H, T', Dh)
-        return out, attn.mean(dim=1) if need_weights else None
-
-
-class LinearCrossAttention(Attention):
-    """Efficient (linear) cross-attention of Shen et al. (2021), multi-head.
-
-    Per head, queries are softmax-normalised over their Dh features and keys over the N positions; the image
-    context ``K^T V`` is ``(Dh, Dh)`` and the output is ``softmax(Q) @ context``, so memory and time are linear in
-    N. The implied attention over image tokens, ``softmax(Q) @ softmax(K)^T``, sums to 1 over N and is what
-    ``need_weights`` returns. ``attn_drop`` is unused: there is no attention matrix on the hot path to drop.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        kv_dim: int | None = None,
-    ) -> None:
-        super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop, cross=True, kv_dim=kv_dim)
-
-    def _attend_cross(
-        self, q: Tensor, kv: CrossKV, key_padding_mask: Tensor | None, need_weights: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        k = kv.k
-        if key_padding_mask is not None:
-            k = k.masked_fill(key_padding_mask[:, None, :, None], float("-inf"))  # mask (B, 1, N, 1)
-        k = k.softmax(dim=-2)  # over the N image tokens
-        q = q.softmax(dim=-1)  # over the Dh features
-        context = k.transpose(-2, -1) @ kv.v  # (B, H, Dh, Dh)
-        out = q @ context  # (B, H, T', Dh)
-        weights = (q @ k.transpose(-2, -1)).mean(dim=1) if need_weights else None  # (B, T', N)
-        return out, weights
-
-
-def build_cross_attention(
-    kind: CrossAttentionKind,
-    dim: int,
-    num_heads: int,
-    kv_dim: int | None = None,
-    qkv_bias: bool = True,
-    attn_drop: float = 0.0,
-    proj_drop: float = 0.0,
-) -> Attention:
-    """Build a cross-attention module: ``"scaled_dot"`` (default), ``"additive"`` or ``"linear"``."""
-    if kind == "scaled_dot":
-        return Attention(dim, num_heads, qkv_bias, attn_drop, proj_drop, cross=True, kv_dim=kv_dim)
-    if kind == "additive":
-        return AdditiveCrossAttention(dim, num_heads, qkv_bias, attn_drop, proj_drop, kv_dim=kv_dim)
-    if kind == "linear":
-        return LinearCrossAttention(dim, num_heads, qkv_bias, attn_drop, proj_drop, kv_dim=kv_dim)
-    raise ValueError(f"unknown cross-attention kind {kind!r}; expected 'scaled_dot', 'additive' or 'linear'")

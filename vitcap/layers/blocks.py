@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from vitcap.layers.attention import Attention, CrossAttentionKind, CrossKV, KVCache, build_cross_attention
+from vitcap.layers.attention import Attention
+from vitcap.layers.cross_attention import CrossAttentionKind, build_cross_attention
+from vitcap.layers.kv_cache import CrossKV, KVCache
 from vitcap.layers.mlp import Act, Mlp
 
 __all__ = ["DecoderBlock"]
@@ -18,13 +20,18 @@ class DecoderBlock(nn.Module):
     which trains stably without warm-up and needs a final norm after the stack; post-norm, the 2017 original,
     normalises the sum, ``norm(x + f(x))``.
 
+    Dropout follows timm's names. ``proj_drop`` is what ``torch.nn.TransformerDecoderLayer`` calls ``dropout``
+    (minus its attention dropout): each sub-layer output before the residual add (``attn.proj_drop``,
+    ``cross_attn.proj_drop``, ``mlp_drop``) and the MLP hidden activations (``mlp.drop``). ``attn_drop`` drops
+    attention probabilities in ``attn`` and ``cross_attn`` (the linear kind has none to drop).
+
     Args:
         dim: Width D.
         num_heads: Attention heads H (self- and cross-attention).
         mlp_ratio: MLP hidden width as a multiple of D.
         qkv_bias: Bias on the attention projections.
-        dropout: Dropout on each residual branch and inside the MLP.
-        attn_drop: Dropout on attention probabilities.
+        proj_drop: Dropout on each sub-layer's output (residual branch) and after the MLP activation.
+        attn_drop: Dropout on the attention probabilities.
         norm_first: Pre-norm (True) or post-norm (False).
         cross_attn: Cross-attention kind (see ``build_cross_attention``).
         kv_dim: Width of the image tokens; defaults to D.
@@ -37,7 +44,7 @@ class DecoderBlock(nn.Module):
         num_heads: int,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
-        dropout: float = 0.0,
+        proj_drop: float = 0.0,
         attn_drop: float = 0.0,
         norm_first: bool = True,
         cross_attn: CrossAttentionKind = "scaled_dot",
@@ -47,14 +54,13 @@ class DecoderBlock(nn.Module):
         super().__init__()
         self.norm_first = norm_first
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop)
-        self.drop1 = nn.Dropout(dropout)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
         self.norm2 = nn.LayerNorm(dim)
-        self.cross_attn = build_cross_attention(cross_attn, dim, num_heads, kv_dim, qkv_bias, attn_drop)
-        self.drop2 = nn.Dropout(dropout)
+        self.cross_attn = build_cross_attention(cross_attn, dim, num_heads, kv_dim, qkv_bias, attn_drop, proj_drop)
         self.norm3 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=dropout, act=act)
-        self.drop3 = nn.Dropout(dropout)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, act=act)
+        # After fc2, where timm's Mlp has its second dropout; ours drops only after the activation, like torch's.
+        self.mlp_drop = nn.Dropout(proj_drop)
 
     def forward(
         self,
@@ -77,13 +83,13 @@ class DecoderBlock(nn.Module):
             Hidden states ``(B, T, D)`` and cross-attention weights or None.
         """
         if self.norm_first:
-            x = x + self.drop1(self.attn(self.norm1(x), is_causal=True, cache=cache)[0])
+            x = x + self.attn(self.norm1(x), is_causal=True, cache=cache)[0]
             y, weights = self.cross_attn(self.norm2(x), kv=cross_kv, need_weights=need_weights)
-            x = x + self.drop2(y)
-            x = x + self.drop3(self.mlp(self.norm3(x)))
+            x = x + y
+            x = x + self.mlp_drop(self.mlp(self.norm3(x)))
         else:
-            x = self.norm1(x + self.drop1(self.attn(x, is_causal=True, cache=cache)[0]))
+            x = self.norm1(x + self.attn(x, is_causal=True, cache=cache)[0])
             y, weights = self.cross_attn(x, kv=cross_kv, need_weights=need_weights)
-            x = self.norm2(x + self.drop2(y))
-            x = self.norm3(x + self.drop3(self.mlp(x)))
+            x = self.norm2(x + y)
+            x = self.norm3(x + self.mlp_drop(self.mlp(x)))
         return x, weights

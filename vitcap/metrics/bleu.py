@@ -17,7 +17,6 @@ only ``2 + 2n`` integer counters and syncs them with a sum across processes.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,9 +24,10 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from vitcap.metrics.ngrams import NGram, ngram_counts
 from vitcap.metrics.tokenize import prepare_batch
 
-__all__ = ["CaptionBLEU", "BleuStats", "bleu_from_stats", "bleu_stats", "corpus_bleu"]
+__all__ = ["CaptionBLEU", "BleuStats", "bleu_from_stats", "bleu_stats", "corpus_bleu", "summed_bleu_stats"]
 
 # pycocoevalcap's constants: "tiny" keeps a zero-match corpus at ~0 instead of 0/0, "small" avoids x/0.
 _TINY = 1e-15
@@ -35,14 +35,6 @@ _SMALL = 1e-9
 
 # (candidate length, closest reference length, guess counts per n, clipped correct counts per n)
 BleuStats = tuple[int, int, list[int], list[int]]
-
-
-def _ngram_counts(words: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
-    counts: Counter[tuple[str, ...]] = Counter()
-    for k in range(1, n + 1):
-        for i in range(len(words) - k + 1):
-            counts[tuple(words[i : i + k])] += 1
-    return counts
 
 
 def bleu_stats(candidate: str, references: Sequence[str], n: int = 4) -> BleuStats:
@@ -64,11 +56,11 @@ def bleu_stats(candidate: str, references: Sequence[str], n: int = 4) -> BleuSta
     if len(references) == 0:
         raise ValueError("BLEU needs at least one reference caption per image, got an empty list")
     ref_lens = []
-    max_counts: dict[tuple[str, ...], int] = {}
+    max_counts: dict[NGram, int] = {}
     for ref in references:
         words = ref.split()
         ref_lens.append(len(words))
-        for ngram, count in _ngram_counts(words, n).items():
+        for ngram, count in ngram_counts(words, n).items():
             if count > max_counts.get(ngram, 0):
                 max_counts[ngram] = count
     words = candidate.split()
@@ -76,8 +68,30 @@ def bleu_stats(candidate: str, references: Sequence[str], n: int = 4) -> BleuSta
     reflen = min((abs(length - testlen), length) for length in ref_lens)[1]
     guess = [max(0, testlen - k + 1) for k in range(1, n + 1)]
     correct = [0] * n
-    for ngram, count in _ngram_counts(words, n).items():
+    for ngram, count in ngram_counts(words, n).items():
         correct[len(ngram) - 1] += min(max_counts.get(ngram, 0), count)
+    return testlen, reflen, guess, correct
+
+
+def summed_bleu_stats(candidates: Sequence[str], references: Sequence[Sequence[str]], n: int = 4) -> BleuStats:
+    """:func:`bleu_stats` summed over a batch of images (all four statistics are additive over images).
+
+    Args:
+        candidates: One tokenised candidate per image.
+        references: The tokenised references of each image (same order); at least one per image.
+        n: Highest n-gram order.
+
+    Returns:
+        ``(testlen, reflen, guess, correct)`` summed over the images (zeros for an empty batch).
+    """
+    testlen = reflen = 0
+    guess, correct = [0] * n, [0] * n
+    for cand, refs in zip(candidates, references, strict=True):
+        t, r, g, c = bleu_stats(cand, refs, n)
+        testlen += t
+        reflen += r
+        guess = [a + b for a, b in zip(guess, g, strict=True)]
+        correct = [a + b for a, b in zip(correct, c, strict=True)]
     return testlen, reflen, guess, correct
 
 
@@ -120,15 +134,7 @@ def corpus_bleu(candidates: Sequence[str], references: Sequence[Sequence[str]], 
         raise ValueError(f"got {len(candidates)} candidates but {len(references)} reference lists")
     if len(candidates) == 0:
         raise ValueError("BLEU of an empty corpus is undefined")
-    testlen = reflen = 0
-    guess, correct = [0] * n, [0] * n
-    for cand, refs in zip(candidates, references, strict=True):
-        t, r, g, c = bleu_stats(cand, refs, n)
-        testlen += t
-        reflen += r
-        guess = [a + b for a, b in zip(guess, g, strict=True)]
-        correct = [a + b for a, b in zip(correct, c, strict=True)]
-    return bleu_from_stats(testlen, reflen, guess, correct)
+    return bleu_from_stats(*summed_bleu_stats(candidates, references, n))
 
 
 class CaptionBLEU(Metric):
@@ -177,14 +183,7 @@ class CaptionBLEU(Metric):
 def add_bleu_stats(metric: Metric, predictions: Sequence[str], references: Sequence[Sequence[str]], n: int) -> None:
     """Accumulate BLEU statistics of tokenised captions into ``metric``'s ``testlen/reflen/guess/correct/num_images``
     states."""
-    testlen = reflen = 0
-    guess, correct = [0] * n, [0] * n
-    for pred, refs in zip(predictions, references, strict=True):
-        t, r, g, c = bleu_stats(pred, refs, n)
-        testlen += t
-        reflen += r
-        guess = [a + b for a, b in zip(guess, g, strict=True)]
-        correct = [a + b for a, b in zip(correct, c, strict=True)]
+    testlen, reflen, guess, correct = summed_bleu_stats(predictions, references, n)
     metric.testlen += testlen
     metric.reflen += reflen
     metric.guess += torch.tensor(guess, dtype=torch.long, device=metric.guess.device)

@@ -1,4 +1,5 @@
-"""All caption metrics at once: ``CaptionMetrics`` for training loops, plus the optional Java metrics.
+"""All caption metrics at once: ``CaptionMetrics`` for training loops, ``caption_scores`` for finished lists of
+captions, plus the optional Java metrics.
 
 ``CaptionMetrics`` tokenises each batch once and keeps three kinds of state: BLEU counters and the ROUGE-L sum
 (additive, summed across processes) and the samples as UTF-8 byte tensors (CIDEr-D needs the whole corpus for
@@ -22,13 +23,13 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from vitcap.metrics.bleu import add_bleu_stats, compute_bleu
+from vitcap.metrics.bleu import add_bleu_stats, compute_bleu, corpus_bleu
 from vitcap.metrics.cider import cider_d, decode_samples, encode_batch
-from vitcap.metrics.rouge import add_rouge_l, compute_rouge_l
+from vitcap.metrics.rouge import add_rouge_l, compute_rouge_l, rouge_l
 from vitcap.metrics.stats import caption_stats
 from vitcap.metrics.tokenize import prepare_batch
 
-__all__ = ["POINT_METRICS", "CaptionMetrics", "java_available", "java_metrics", "to_points"]
+__all__ = ["POINT_METRICS", "CaptionMetrics", "caption_scores", "java_available", "java_metrics", "to_points"]
 
 # Keys whose values papers report x100 (BLEU/ROUGE-L/METEOR/SPICE from 0-1, CIDEr-D from its x10 scale).
 POINT_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "meteor", "spice")
@@ -106,6 +107,32 @@ class CaptionMetrics(Metric):
         stats = caption_stats(candidates, tokenize=False)
         out.update({k: torch.tensor(stats[k], dtype=torch.float64) for k in self.STAT_KEYS})
         return out
+
+
+def caption_scores(
+    candidates: Sequence[str], references: Sequence[Sequence[str]], java: bool = False
+) -> dict[str, float]:
+    """BLEU-1..4, ROUGE-L and CIDEr-D of a whole corpus of already COCO-tokenised captions.
+
+    Args:
+        candidates: One tokenised candidate per image (:func:`~vitcap.metrics.tokenize.coco_tokenize`).
+        references: The tokenised references of each image, in the same order; at least one per image.
+        java: Also METEOR and SPICE through :func:`java_metrics` (needs Java and pycocoevalcap).
+
+    Returns:
+        ``{"bleu1".."bleu4", "rouge_l", "cider_d"[, "meteor", "spice"]}`` on pycocoevalcap's scales (0-1,
+        CIDEr-D x10).
+
+    Raises:
+        ValueError: If the lists differ in length, are empty, or an image has no reference.
+        RuntimeError: If ``java`` is set and Java or pycocoevalcap is missing.
+    """
+    scores = {f"bleu{i + 1}": s for i, s in enumerate(corpus_bleu(candidates, references))}
+    scores["rouge_l"] = rouge_l(candidates, references)[0]
+    scores["cider_d"] = cider_d(candidates, references)[0]
+    if java:
+        scores.update(java_metrics(candidates, references))
+    return scores
 
 
 def java_available() -> bool:

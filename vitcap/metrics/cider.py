@@ -32,6 +32,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from vitcap.metrics.ngrams import NGram, ngram_counts
 from vitcap.metrics.tokenize import prepare_batch
 
 __all__ = ["CaptionCIDErD", "cider_d", "decode_samples", "encode_batch", "encode_sample"]
@@ -39,14 +40,6 @@ __all__ = ["CaptionCIDErD", "cider_d", "decode_samples", "encode_batch", "encode
 # Separators of the byte encoding. coco_tokenize never outputs control characters, so they cannot collide.
 FIELD_SEP = "\x1f"  # between the candidate and each reference of one image
 RECORD_SEP = "\x1e"  # ends one image, so concatenated (gathered) states split back into images
-
-
-def _ngram_counts(words: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
-    counts: Counter[tuple[str, ...]] = Counter()
-    for k in range(1, n + 1):
-        for i in range(len(words) - k + 1):
-            counts[tuple(words[i : i + k])] += 1
-    return counts
 
 
 def cider_d(
@@ -67,21 +60,21 @@ def cider_d(
         raise ValueError(f"got {len(candidates)} candidates but {len(references)} reference lists")
     if len(candidates) == 0:
         raise ValueError("CIDEr-D of an empty corpus is undefined")
-    test_counts = [_ngram_counts(c.split(), n) for c in candidates]
+    test_counts = [ngram_counts(c.split(), n) for c in candidates]
     ref_counts = []
     for i, refs in enumerate(references):
         if len(refs) == 0:
             raise ValueError(f"references[{i}] is empty: CIDEr-D needs at least one reference caption per image")
-        ref_counts.append([_ngram_counts(r.split(), n) for r in refs])
+        ref_counts.append([ngram_counts(r.split(), n) for r in refs])
 
-    document_frequency: defaultdict[tuple[str, ...], float] = defaultdict(float)
+    document_frequency: defaultdict[NGram, float] = defaultdict(float)
     for refs in ref_counts:
         for ngram in {ngram for ref in refs for ngram in ref}:
             document_frequency[ngram] += 1
     ref_len = math.log(float(len(ref_counts)))
 
-    def counts2vec(counts: Counter[tuple[str, ...]]) -> tuple[list[dict[tuple[str, ...], float]], list[float], int]:
-        vec: list[dict[tuple[str, ...], float]] = [{} for _ in range(n)]
+    def counts2vec(counts: Counter[NGram]) -> tuple[list[dict[NGram, float]], list[float], int]:
+        vec: list[dict[NGram, float]] = [{} for _ in range(n)]
         norm = [0.0] * n
         length = 0
         for ngram, term_freq in counts.items():

@@ -7,8 +7,9 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from vitcap.layers.attention import CrossAttentionKind, CrossKV, KVCache
 from vitcap.layers.blocks import DecoderBlock
+from vitcap.layers.cross_attention import CrossAttentionKind
+from vitcap.layers.kv_cache import CrossKV, KVCache
 from vitcap.layers.mlp import Act
 from vitcap.layers.pos_embed import LearnedPositionEmbedding, SinusoidalPositionEmbedding
 
@@ -56,7 +57,12 @@ class TextDecoder(nn.Module):
         max_len: Longest sequence for ``pos_embed="learned"``; sinusoidal positions have no limit.
         pos_embed: ``"sinusoidal"`` (fixed) or ``"learned"``.
         norm_first: Pre-norm blocks plus a final ``norm`` (True) or post-norm blocks without one (False).
-        dropout: Dropout after the embeddings, on residual branches and inside the MLP.
+        dropout: Dropout in training, in three places: after the embeddings (timm's ``drop_rate``), on every
+            sub-layer output before its residual add and after the MLP activation (timm's ``proj_drop``; the
+            blocks' ``proj_drop``). Called ``dropout`` like ``torch.nn.TransformerDecoderLayer``'s (and the
+            ``decoder.dropout`` config key), but it leaves attention probabilities to ``attn_drop``.
+        attn_drop: Dropout in training on the attention probabilities of every self- and cross-attention (timm's
+            ``attn_drop``; the linear cross-attention has no probabilities and ignores it).
         cross_attn: Cross-attention kind: ``"scaled_dot"``, ``"additive"`` or ``"linear"``.
         tie_weights: Share the output head's weight with the token embedding.
         memory_dim: Width of the image tokens; defaults to D.
@@ -75,6 +81,7 @@ class TextDecoder(nn.Module):
         pos_embed: PosEmbedKind = "sinusoidal",
         norm_first: bool = True,
         dropout: float = 0.0,
+        attn_drop: float = 0.0,
         cross_attn: CrossAttentionKind = "scaled_dot",
         tie_weights: bool = True,
         memory_dim: int | None = None,
@@ -102,7 +109,8 @@ class TextDecoder(nn.Module):
                 embed_dim,
                 num_heads,
                 mlp_ratio=mlp_ratio,
-                dropout=dropout,
+                proj_drop=dropout,
+                attn_drop=attn_drop,
                 norm_first=norm_first,
                 cross_attn=cross_attn,
                 kv_dim=self.memory_dim,

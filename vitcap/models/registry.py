@@ -9,16 +9,31 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from vitcap.layers.attention import CrossAttentionKind
+from torch import nn
+
+from vitcap.errors import ConfigError
+from vitcap.layers.cross_attention import CrossAttentionKind
 from vitcap.layers.mlp import Act
 from vitcap.models.captioner import Captioner
 from vitcap.models.classifier import Classifier
 from vitcap.models.decoder import PosEmbedKind, TextDecoder
 from vitcap.models.encoders import CNNEncoder, Encoder, ViTEncoder
+from vitcap.overrides import apply_overrides, overrides_of
 
-__all__ = ["PRESETS", "DecoderConfig", "EncoderConfig", "Preset", "create_captioner", "create_classifier"]
+__all__ = [
+    "PRESETS",
+    "DecoderConfig",
+    "DecoderOverrides",
+    "EncoderConfig",
+    "EncoderOverrides",
+    "ModelSpec",
+    "Preset",
+    "create_captioner",
+    "create_classifier",
+    "resolve_configs",
+]
 
 
 @dataclass
@@ -95,7 +110,8 @@ class DecoderConfig:
     max_len: int = 64
     pos_embed: PosEmbedKind = "sinusoidal"
     norm_first: bool = True
-    dropout: float = 0.0
+    dropout: float = 0.0  # embeddings, residual branches and MLP (see TextDecoder)
+    attn_drop: float = 0.0  # attention probabilities
     cross_attn: CrossAttentionKind = "scaled_dot"
     tie_weights: bool = True
     act: Act = "gelu"
@@ -153,37 +169,107 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-_Config = TypeVar("_Config", EncoderConfig, DecoderConfig)
+
+EncoderOverrides = overrides_of(
+    EncoderConfig,
+    "EncoderOverrides",
+    "Encoder settings that replace the preset's; every field is an `EncoderConfig` field, None keeps the preset's.",
+    __name__,
+)
+DecoderOverrides = overrides_of(
+    DecoderConfig,
+    "DecoderOverrides",
+    "Decoder settings that replace the preset's; every field is a `DecoderConfig` field, None keeps the preset's.",
+    __name__,
+)
 
 
 def _preset(name: str | None) -> Preset:
     if name is None:
         return Preset(EncoderConfig(), DecoderConfig())
     if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}", key="model.preset")
     return PRESETS[name]
 
 
-def _override(base: _Config, overrides: _Config | dict[str, Any] | None, what: str) -> _Config:
-    if overrides is None:
-        return base
-    if isinstance(overrides, type(base)):
-        return overrides
-    if not isinstance(overrides, dict):
-        raise ValueError(f"{what} overrides must be a dict or {type(base).__name__}, got {type(overrides).__name__}")
-    known = {f.name for f in dataclasses.fields(base)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} settings {unknown}; expected some of {sorted(known)}")
-    return dataclasses.replace(base, **overrides)
+def resolve_configs(
+    preset: str | None, encoder: Any = None, decoder: Any = None
+) -> tuple[EncoderConfig, DecoderConfig]:
+    """The preset's encoder and decoder configs with `encoder` / `decoder` overrides applied.
+
+    Overrides are `EncoderOverrides` / `DecoderOverrides`, a dict of fields, or a whole config.
+    """
+    base = _preset(preset)
+    return apply_overrides(base.encoder, encoder, "model.encoder"), apply_overrides(
+        base.decoder, decoder, "model.decoder"
+    )
+
+
+@dataclass
+class ModelSpec:
+    """A model with every setting resolved: what checkpoints store and `build` turns into a fresh model.
+
+    Attributes:
+        kind: "captioner" or "classifier".
+        encoder: The encoder settings.
+        decoder: The decoder settings (captioners).
+        vocab_size: Vocabulary size V (captioners; from the tokenizer).
+        pad_id: Padding id (captioners; from the tokenizer).
+        num_classes: Number of classes (classifiers).
+        pool: "token" or "mean" (classifiers).
+        drop_rate: Dropout before the classification head.
+    """
+
+    kind: Literal["captioner", "classifier"]
+    encoder: EncoderConfig
+    decoder: DecoderConfig | None = None
+    vocab_size: int = 0
+    pad_id: int = 0
+    num_classes: int = 0
+    pool: Literal["token", "mean"] = "token"
+    drop_rate: float = 0.0
+
+    def build(self, weights_from_source: bool = True) -> nn.Module:
+        """A new `Captioner` / `Classifier`, randomly initialised (or with the encoder's pretrained weights).
+
+        Args:
+            weights_from_source: Load `encoder.pretrained` / `encoder.checkpoint_path` weights. Off when the
+                weights come from a vitcap checkpoint anyway (nothing is downloaded or read for nothing).
+        """
+        encoder = self.encoder
+        if not weights_from_source:
+            encoder = dataclasses.replace(encoder, pretrained=False, checkpoint_path=None)
+        if self.kind == "captioner":
+            decoder = self.decoder or DecoderConfig()
+            if self.vocab_size <= 0:
+                raise ConfigError("a captioner needs a positive vocabulary size (link a caption data module)")
+            return Captioner(
+                encoder.build(default_embed_dim=decoder.embed_dim), decoder.build(self.vocab_size, self.pad_id)
+            )
+        if self.kind == "classifier":
+            if self.num_classes < 2:
+                raise ConfigError("a classifier needs at least 2 classes (link a classification data module)")
+            default = (self.decoder or DecoderConfig()).embed_dim
+            return Classifier(encoder.build(default_embed_dim=default), self.num_classes, self.pool, self.drop_rate)
+        raise ConfigError(f"unknown model kind {self.kind!r}; expected 'captioner' or 'classifier'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        data = dict(data)
+        encoder = EncoderConfig(**data.pop("encoder"))
+        decoder = data.pop("decoder", None)
+        return cls(encoder=encoder, decoder=DecoderConfig(**decoder) if decoder else None, **data)
 
 
 def create_captioner(
     preset: str | None = None,
     *,
     vocab_size: int,
-    encoder: EncoderConfig | dict[str, Any] | None = None,
-    decoder: DecoderConfig | dict[str, Any] | None = None,
+    encoder: Any = None,
+    decoder: Any = None,
     pad_id: int = 0,
 ) -> Captioner:
     """Build a ``Captioner`` from a preset (None: the config defaults) and overrides.
@@ -191,21 +277,19 @@ def create_captioner(
     Args:
         preset: A key of ``PRESETS`` or None.
         vocab_size: Vocabulary size V.
-        encoder: Field overrides (dict) or a whole ``EncoderConfig``.
-        decoder: Field overrides (dict) or a whole ``DecoderConfig``.
+        encoder: Field overrides (``EncoderOverrides`` or dict) or a whole ``EncoderConfig``.
+        decoder: Field overrides (``DecoderOverrides`` or dict) or a whole ``DecoderConfig``.
         pad_id: Padding token id.
     """
-    base = _preset(preset)
-    enc_cfg = _override(base.encoder, encoder, "encoder")
-    dec_cfg = _override(base.decoder, decoder, "decoder")
-    return Captioner(enc_cfg.build(default_embed_dim=dec_cfg.embed_dim), dec_cfg.build(vocab_size, pad_id))
+    enc_cfg, dec_cfg = resolve_configs(preset, encoder, decoder)
+    return ModelSpec("captioner", enc_cfg, dec_cfg, vocab_size=vocab_size, pad_id=pad_id).build()
 
 
 def create_classifier(
     preset: str | None = None,
     *,
     num_classes: int,
-    encoder: EncoderConfig | dict[str, Any] | None = None,
+    encoder: Any = None,
     pool: Literal["token", "mean"] = "token",
     drop_rate: float = 0.0,
 ) -> Classifier:
@@ -214,10 +298,9 @@ def create_classifier(
     Args:
         preset: A key of ``PRESETS`` or None.
         num_classes: Number of classes.
-        encoder: Field overrides (dict) or a whole ``EncoderConfig``.
+        encoder: Field overrides (``EncoderOverrides`` or dict) or a whole ``EncoderConfig``.
         pool: ``"token"`` (class token) or ``"mean"``.
         drop_rate: Dropout before the head.
     """
-    base = _preset(preset)
-    enc_cfg = _override(base.encoder, encoder, "encoder")
-    return Classifier(enc_cfg.build(default_embed_dim=base.decoder.embed_dim), num_classes, pool, drop_rate)
+    enc_cfg, dec_cfg = resolve_configs(preset, encoder)
+    return ModelSpec("classifier", enc_cfg, dec_cfg, num_classes=num_classes, pool=pool, drop_rate=drop_rate).build()

@@ -2,6 +2,7 @@
 
 from vitcap.tasks.base import VitcapTask
 from vitcap.tasks.captioning import CaptioningTask
-from vitcap.tasks.classification import ClassificationTask
+from vitcap.tasks.classification import ClassificationTask, MixupConfig
+from vitcap.tasks.optim import OptimConfig
 
-__all__ = ["CaptioningTask", "ClassificationTask", "VitcapTask"]
+__all__ = ["CaptioningTask", "ClassificationTask", "MixupConfig", "OptimConfig", "VitcapTask"]

@@ -1,7 +1,10 @@
-"""What both Lightning tasks share: optimizer/scheduler injection, optional compile, and checkpoint hygiene."""
+"""What every Lightning task shares: optimisation (`OptimConfig` or injected factories), the monitored metric,
+optional compile, and the checkpoint metadata that lets `vitcap.inference` rebuild the model without Lightning.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import lightning.pytorch as pl
@@ -10,97 +13,89 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from vitcap import __version__
-from vitcap.layers.linear import use_onednn_linear
-from vitcap.tasks.optim import adamw, param_groups, warmup_cosine
+from vitcap.checkpoint import CHECKPOINT_KEY, CheckpointMeta, meta_of, plain
+from vitcap.errors import CheckpointError, ConfigError
+from vitcap.layers.gemm import use_onednn_linear
+from vitcap.models.registry import EncoderConfig, ModelSpec
+from vitcap.tasks.optim import OptimConfig, adamw, param_groups, warmup_cosine
+from vitcap.training.callbacks import best_and_last_checkpoints
 
-CHECKPOINT_KEY = "vitcap"
-
-
-def plain(value: Any) -> Any:
-    """Convert config values to plain Python containers so checkpoints load with `weights_only=True`."""
-    if isinstance(value, dict):  # also AttributeDict and jsonargparse Namespace-derived dicts
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if hasattr(value, "as_dict"):  # jsonargparse Namespace
-        return plain(value.as_dict())
-    if hasattr(value, "__dataclass_fields__"):
-        import dataclasses
-
-        return plain(dataclasses.asdict(value))
-    return str(value)
+# Metrics where lower is better; every other logged metric (accuracy, BLEU, CIDEr-D, ...) is better higher.
+LOWER_IS_BETTER = ("loss", "ppl")
 
 
-def best_and_last_checkpoints(monitor: str, mode: str, dirpath: str | None = None) -> list[ModelCheckpoint]:
-    """`best.ckpt` on `monitor` and a `last.ckpt` rewritten every epoch, both without version suffixes.
+def monitor_mode(monitor: str) -> str:
+    """ "min" for losses and perplexities, "max" for everything else."""
+    return "min" if monitor.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "max"
 
-    `last.ckpt` is its own callback because Lightning's `save_last` only refreshes it when the monitored
-    checkpoint improved, which would make `--ckpt_path last` resume from a stale epoch.
+
+def with_data_image_size(config: EncoderConfig, overrides: Any, preprocessing: dict[str, Any] | None) -> EncoderConfig:
+    """The encoder's image size and channels, taken from the data's preprocessing (the one source of both).
+
+    Raises:
+        ConfigError: when the config also sets `model.encoder.img_size` / `in_chans` to another value.
     """
-    return [
-        ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, enable_version_counter=False),
-        ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False),
-    ]
+    if not preprocessing:
+        return config
+    resolved = {}
+    for name in ("img_size", "in_chans"):
+        data_value = preprocessing.get(name)
+        if data_value is None:
+            continue
+        given = overrides.get(name) if isinstance(overrides, dict) else getattr(overrides, name, None)
+        if given is not None and int(given) != int(data_value):
+            raise ConfigError(
+                f"{given} contradicts data.{name} ({data_value}): set it once, on the data",
+                key=f"model.encoder.{name}",
+            )
+        resolved[name] = int(data_value)
+    return dataclasses.replace(config, **resolved)
 
 
 class VitcapTask(pl.LightningModule):
-    """Base LightningModule: subclasses build `self.model` and define the steps.
+    """Base LightningModule: subclasses build `self.model` from a `ModelSpec` and define the steps.
 
     Args:
-        lr: Peak learning rate of the default AdamW optimizer (ignored when `optimizer` is given).
-        weight_decay: Weight decay of the default optimizer (never applied to norms, biases, embeddings, tokens).
-        warmup: Warm-up of the default cosine schedule: fraction of all steps when < 1, else a number of steps.
-        min_lr_ratio: Final learning rate of the default cosine schedule, as a fraction of `lr`.
-        optimizer: Optimizer factory injected from the config (`class_path` + `init_args`); called with the
-            parameter groups.
-        scheduler: LR-scheduler factory injected from the config; called with the optimizer, stepped per epoch.
-            None: the default warm-up + cosine, stepped per optimizer step.
+        optim: The default optimiser and schedule (`OptimConfig`: lr, weight_decay, warmup, min_lr_ratio).
+        optimizer: Optimizer factory injected from the config (`class_path` + `init_args`), called with the
+            parameter groups; replaces the default AdamW.
+        scheduler: LR-scheduler factory injected from the config, called with the optimizer and stepped per
+            epoch; replaces the default warm-up + cosine schedule (stepped per optimizer step).
         compile: Compile the model with `torch.compile` (off by default; useful on GPU).
-        monitor: Metric the default ModelCheckpoint selects the best checkpoint on.
-        monitor_mode: "max" or "min" for `monitor`.
+        monitor: Metric the best checkpoint is chosen on (minimised for losses and perplexities, else maximised).
     """
 
     task_name: str = ""
 
     def __init__(
         self,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        warmup: float = 0.05,
-        min_lr_ratio: float = 0.01,
+        optim: OptimConfig | None = None,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
         monitor: str = "val/loss",
-        monitor_mode: str = "min",
     ) -> None:
         super().__init__()
-        if monitor_mode not in ("min", "max"):
-            raise ValueError(f"model.monitor_mode: expected 'min' or 'max', got {monitor_mode!r}")
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup = warmup
-        self.min_lr_ratio = min_lr_ratio
+        self.optim = optim if optim is not None else OptimConfig()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.compile_model = compile
         self.monitor = monitor
-        self.monitor_mode = monitor_mode
+        self.monitor_mode = monitor_mode(monitor)
         self.model: torch.nn.Module
+        self.spec: ModelSpec
 
     # ----------------------------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
         groups = param_groups(self.model)
         if self.optimizer_factory is None:
-            optimizer = adamw(groups, lr=self.lr, weight_decay=self.weight_decay)
+            optimizer = adamw(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
         else:
             optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer)}}
         total = int(self.trainer.estimated_stepping_batches)
-        schedule = warmup_cosine(optimizer, total, warmup=self.warmup, min_lr_ratio=self.min_lr_ratio)
+        schedule = warmup_cosine(optimizer, total, warmup=self.optim.warmup, min_lr_ratio=self.optim.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def compile_targets(self) -> list[torch.nn.Module]:
@@ -112,9 +107,8 @@ class VitcapTask(pl.LightningModule):
         return [self.model]
 
     def configure_model(self) -> None:
-        # Large float32 CPU training matmuls on oneDNN instead of MKL's sgemm (~1.4x faster steps on the AMD
-        # development CPU; see vitcap.layers.linear). Parameters and state-dict names are unchanged, and CUDA,
-        # autocast, compiled and inference calls keep F.linear.
+        # Large float32 CPU training matmuls on oneDNN instead of MKL's sgemm (see vitcap.layers.gemm). Parameters
+        # and state-dict names are unchanged, and CUDA, autocast, compiled and inference calls keep F.linear.
         use_onednn_linear(self.model)
         if self.compile_model and not getattr(self, "_compiled", False):
             # In-place compile keeps parameter names, so checkpoints stay interchangeable with eager models.
@@ -139,33 +133,33 @@ class VitcapTask(pl.LightningModule):
         return callbacks
 
     # ------------------------------------------------------------------------------------------------- checkpoints
-    def checkpoint_meta(self) -> dict[str, Any]:
+    def checkpoint_meta(self) -> CheckpointMeta:
         """What `vitcap.load` needs besides the weights; subclasses add tokenizer / class names."""
-        return {"task": self.task_name, "version": __version__}
+        return CheckpointMeta(task=self.task_name, model=self.spec.to_dict(), version=__version__)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning stores hparams as AttributeDict; plain dicts keep `torch.load(weights_only=True)` working.
         for key in ("hyper_parameters", "datamodule_hyper_parameters"):
             if key in checkpoint:
                 checkpoint[key] = plain(checkpoint[key])
-        checkpoint[CHECKPOINT_KEY] = plain(self.checkpoint_meta())
+        meta = self.checkpoint_meta()
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None:
+            metrics = trainer.callback_metrics
+            meta.metrics = {
+                k: float(v) for k, v in metrics.items() if k.startswith(("val/", "test/")) and v.numel() == 1
+            }
+        checkpoint[CHECKPOINT_KEY] = meta.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # CheckpointError (a ValueError): the CLI prints it as one line prefixed with the checkpoint's path.
-        from vitcap.inference import CheckpointError
-
-        meta = checkpoint.get(CHECKPOINT_KEY)
-        if meta is None:
-            raise CheckpointError("checkpoint was not written by vitcap (no 'vitcap' metadata)")
-        if meta.get("task") != self.task_name:
+        # A CheckpointError is printed by the CLI as one line prefixed with the checkpoint's path.
+        meta = meta_of(checkpoint, "checkpoint")
+        if meta.task != self.task_name:
             raise CheckpointError(
-                f"checkpoint was trained for the {meta.get('task')!r} task, but the config builds a "
-                f"{self.task_name!r} model: use a {meta.get('task')} config or checkpoint"
+                f"checkpoint was trained for the {meta.task!r} task, but the config builds a "
+                f"{self.task_name!r} model: use a {meta.task} config or checkpoint"
             )
-        try:
-            self.check_compatible(meta)
-        except ValueError as e:
-            raise CheckpointError(str(e)) from None
+        self.check_compatible(meta)
 
-    def check_compatible(self, meta: dict[str, Any]) -> None:
-        """Raise a clear error when a checkpoint's vocabulary / classes differ from what the data module built."""
+    def check_compatible(self, meta: CheckpointMeta) -> None:
+        """Raise `CheckpointError` when a checkpoint's vocabulary / classes differ from what the data module built."""

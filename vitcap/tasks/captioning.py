@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,14 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from vitcap.generate import GenerationConfig, generate_from_memory
+from vitcap.checkpoint import CheckpointMeta, plain
+from vitcap.errors import CheckpointError, ConfigError
+from vitcap.generate import GenerationConfig, GenerationOverrides, generate_from_memory
 from vitcap.metrics import CaptionMetrics
-from vitcap.models.registry import create_captioner
-from vitcap.tasks.base import VitcapTask
+from vitcap.models.registry import DecoderOverrides, EncoderOverrides, ModelSpec, resolve_configs
+from vitcap.overrides import apply_overrides
+from vitcap.tasks.base import VitcapTask, with_data_image_size
+from vitcap.tasks.optim import OptimConfig
 from vitcap.tokenizer import CaptionTokenizer
 
 # Metrics on pycocoevalcap's 0-1 scale (CIDEr-D: its x10 scale) are logged x100, the scale papers report.
@@ -47,21 +52,27 @@ def caption_loss(logits: Tensor, targets: Tensor, pad_id: int, label_smoothing: 
 class CaptioningTask(VitcapTask):
     """Image captioning: encoder -> cross-attention decoder, trained with teacher forcing.
 
+    What the data decides is linked from the data module by the CLI and never repeated in a config: the
+    tokenizer (vocabulary and special ids), the caption length and the preprocessing (image size). A config that
+    also sets `encoder.img_size` or `decoder.max_len` to a value that contradicts the data gets a one-line error.
+
     Args:
-        preset: Named model preset from `vitcap.models.registry` (e.g. "demo", "toy", "vit-s16").
-        encoder: Overrides of the preset's encoder settings (e.g. `{kind: cnn, model_name: resnet18}`).
-        decoder: Overrides of the preset's decoder settings (e.g. `{depth: 4, cross_attn: additive}`).
-        vocab_size: Vocabulary size (linked from the data module).
-        pad_id: Padding id (linked from the data module).
-        bos_id: Begin-of-sequence id (linked from the data module).
-        eos_id: End-of-sequence id (linked from the data module).
-        tokenizer: Serialised tokenizer (linked from the data module; travels inside the checkpoint).
-        img_size: Input image size (linked from the data module).
-        preprocessing: Evaluation preprocessing (linked from the data module; travels inside the checkpoint).
+        preset: Named model preset from `vitcap.models.registry.PRESETS` (e.g. "tiny", "cnn-tiny", "vit-s16").
+        encoder: Encoder settings that replace the preset's (e.g. `{kind: cnn, model_name: resnet18}`).
+        decoder: Decoder settings that replace the preset's (e.g. `{depth: 4, cross_attn: additive}`).
+        tokenizer: Serialised tokenizer (linked from the data module; travels inside the checkpoint). It defines
+            the vocabulary size and the special ids.
+        max_length: Caption rows the data produces, counting BOS and EOS (linked from the data module). It sizes
+            the decoder's learned position table and is the default decoding length (`max_length - 1` new tokens,
+            EOS included).
+        preprocessing: Evaluation preprocessing (linked from the data module; travels inside the checkpoint); its
+            `img_size` and `in_chans` are the encoder's.
+        generation: Decoding used for validation/test metrics and predict (greedy by default); fields not set keep
+            `GenerationConfig`'s defaults, and `max_length` defaults to `max_length - 1` of the data.
         label_smoothing: Label smoothing of the token cross-entropy.
-        generation: Decoding used for validation/test metrics and predict (greedy by default).
         eval_generate: Generate captions and compute caption metrics during validation.
         num_logged_captions: Captions of fixed validation images printed and saved after each validation.
+        optim, optimizer, scheduler, compile, monitor: See `VitcapTask`.
     """
 
     task_name = "captioning"
@@ -69,40 +80,48 @@ class CaptioningTask(VitcapTask):
     def __init__(
         self,
         preset: str = "tiny",
-        encoder: dict[str, Any] | None = None,
-        decoder: dict[str, Any] | None = None,
-        vocab_size: int = 0,
-        pad_id: int = 0,
-        bos_id: int = 1,
-        eos_id: int = 2,
+        encoder: EncoderOverrides | None = None,
+        decoder: DecoderOverrides | None = None,
         tokenizer: str | None = None,
-        img_size: int | None = None,
+        max_length: int | None = None,
         preprocessing: dict[str, Any] | None = None,
+        generation: GenerationOverrides | None = None,
         label_smoothing: float = 0.0,
-        generation: dict[str, Any] | None = None,
         eval_generate: bool = True,
         num_logged_captions: int = 4,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        warmup: float = 0.05,
-        min_lr_ratio: float = 0.01,
+        optim: OptimConfig | None = None,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
         monitor: str = "val/bleu4",
-        monitor_mode: str = "max",
     ) -> None:
-        super().__init__(lr, weight_decay, warmup, min_lr_ratio, optimizer, scheduler, compile, monitor, monitor_mode)
-        if vocab_size <= 0:
-            raise ValueError("model.vocab_size must be positive: link it from a caption data module or set it")
+        super().__init__(optim, optimizer, scheduler, compile, monitor)
+        if not tokenizer:
+            raise ConfigError(
+                "a captioner needs a tokenizer: link it from a caption data module", key="model.tokenizer"
+            )
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        encoder = dict(encoder or {})
-        if img_size is not None:
-            encoder.setdefault("img_size", img_size)
-        self.model = create_captioner(preset, vocab_size=vocab_size, encoder=encoder, decoder=decoder, pad_id=pad_id)
-        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        self.tokenizer = CaptionTokenizer.from_json(tokenizer) if tokenizer else None
-        self.generation = GenerationConfig(**(generation or {}))
+        self.tokenizer = CaptionTokenizer.from_json(tokenizer)
+        self.pad_id, self.bos_id, self.eos_id = self.tokenizer.pad_id, self.tokenizer.bos_id, self.tokenizer.eos_id
+        enc_cfg, dec_cfg = resolve_configs(preset, encoder, decoder)
+        enc_cfg = with_data_image_size(enc_cfg, encoder, preprocessing)
+        # Decoding defaults to the data's caption length: rows of max_length hold BOS + max_length - 1 new tokens.
+        base = GenerationConfig(max_length=max_length - 1) if max_length else GenerationConfig()
+        generation = apply_overrides(base, generation, "model.generation")
+        rows = max(max_length or 0, generation.max_length + 1)  # training rows and decoded rows (BOS + new tokens)
+        if dec_cfg.pos_embed == "learned" and rows > dec_cfg.max_len:
+            if decoder is not None and getattr(decoder, "max_len", None) is not None:
+                raise ConfigError(
+                    f"{dec_cfg.max_len} learned positions cannot hold captions of {rows} tokens (data.max_length / "
+                    "model.generation.max_length); leave it unset to follow the data",
+                    key="model.decoder.max_len",
+                )
+            dec_cfg = dataclasses.replace(dec_cfg, max_len=rows)
+        self.spec = ModelSpec(
+            "captioner", enc_cfg, dec_cfg, vocab_size=self.tokenizer.vocab_size, pad_id=self.tokenizer.pad_id
+        )
+        self.model = self.spec.build()
+        self.generation = generation
         self.label_smoothing = label_smoothing
         self.eval_generate = eval_generate
         self.num_logged_captions = num_logged_captions
@@ -111,6 +130,12 @@ class CaptioningTask(VitcapTask):
         self.val_metrics = CaptionMetrics()
         self.test_metrics = CaptionMetrics()
         self._samples: list[tuple[str, str, list[str]]] = []
+        size = enc_cfg.img_size or 224
+        # Lightning's model summary counts FLOPs (torch's FlopCounter) on this example.
+        self.example_input_array = (
+            torch.zeros(1, enc_cfg.in_chans, size, size),
+            torch.full((1, min(rows, 16)), self.bos_id, dtype=torch.long),
+        )
 
     # ------------------------------------------------------------------------------------------------------ steps
     def compile_targets(self) -> list[torch.nn.Module]:
@@ -200,8 +225,6 @@ class CaptioningTask(VitcapTask):
 
     # ---------------------------------------------------------------------------------------------------- helpers
     def decode(self, ids: Tensor | list[int]) -> str:
-        if self.tokenizer is None:
-            raise ValueError("this captioning model has no tokenizer (model.tokenizer is empty)")
         ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
         return self.tokenizer.decode(ids)
 
@@ -224,19 +247,19 @@ class CaptioningTask(VitcapTask):
             with open(Path(log_dir) / "val_captions.txt", "a", encoding="utf-8") as f:
                 f.write(text + "\n")
 
-    def check_compatible(self, meta: dict[str, Any]) -> None:
-        saved = meta.get("tokenizer")
-        if saved and self.hparams.tokenizer and saved != self.hparams.tokenizer:
-            old, new = CaptionTokenizer.from_json(saved), CaptionTokenizer.from_json(self.hparams.tokenizer)
-            raise ValueError(
+    def check_compatible(self, meta: CheckpointMeta) -> None:
+        saved = meta.tokenizer
+        if saved and saved != self.hparams.tokenizer:
+            old = CaptionTokenizer.from_json(saved)
+            raise CheckpointError(
                 f"checkpoint vocabulary ({old.vocab_size} tokens) differs from the data module's "
-                f"({new.vocab_size} tokens): pass the checkpoint's tokenizer with --data.tokenizer, or train anew"
+                f"({self.tokenizer.vocab_size} tokens): pass the checkpoint's tokenizer with --data.tokenizer, "
+                "or train anew"
             )
 
-    def checkpoint_meta(self) -> dict[str, Any]:
-        return {
-            **super().checkpoint_meta(),
-            "tokenizer": self.hparams.tokenizer,
-            "preprocessing": self.hparams.preprocessing,
-            "special_ids": {"pad": self.pad_id, "bos": self.bos_id, "eos": self.eos_id},
-        }
+    def checkpoint_meta(self) -> CheckpointMeta:
+        meta = super().checkpoint_meta()
+        meta.tokenizer = self.hparams.tokenizer
+        meta.preprocessing = plain(self.hparams.preprocessing) or {}
+        meta.generation = plain(self.generation)
+        return meta

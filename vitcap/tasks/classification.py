@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -11,27 +12,51 @@ from timm.data import Mixup
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from vitcap.models.registry import create_classifier
-from vitcap.tasks.base import VitcapTask
+from vitcap.checkpoint import CheckpointMeta, plain
+from vitcap.errors import CheckpointError, ConfigError
+from vitcap.models.registry import EncoderOverrides, ModelSpec, resolve_configs
+from vitcap.tasks.base import VitcapTask, with_data_image_size
+from vitcap.tasks.optim import OptimConfig
+
+
+@dataclass
+class MixupConfig:
+    """Mixup / CutMix of training batches (timm's `Mixup`); both alphas 0 (the default) turn it off.
+
+    Attributes:
+        mixup_alpha: Mixup alpha; 0 disables mixup.
+        cutmix_alpha: CutMix alpha; 0 disables cutmix.
+        prob: Probability of applying mixup or cutmix to a batch.
+    """
+
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    prob: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ConfigError("alphas must be >= 0", key="model.mixup")
+        if not 0 <= self.prob <= 1:
+            raise ConfigError(f"expected a probability, got {self.prob}", key="model.mixup.prob")
 
 
 class ClassificationTask(VitcapTask):
     """Image classification: encoder -> pooled token -> linear head.
 
+    The class names and the preprocessing (image size, channels) are linked from the data module by the CLI.
+
     Args:
-        preset: Named model preset from `vitcap.models.registry`.
-        encoder: Overrides of the preset's encoder settings (e.g. `{depth: 6, drop_path_rate: 0.1}`).
-        num_classes: Number of classes (linked from the data module).
-        class_names: Class names (linked from the data module; travel inside the checkpoint).
-        img_size: Input image size (linked from the data module).
-        in_chans: Input channels (linked from the data module).
-        preprocessing: Evaluation preprocessing (linked from the data module; travels inside the checkpoint).
+        preset: Named model preset from `vitcap.models.registry.PRESETS`.
+        encoder: Encoder settings that replace the preset's (e.g. `{depth: 6, drop_path_rate: 0.1}`).
+        class_names: Class names in label order (linked from the data module; travel inside the checkpoint); their
+            number is the number of classes.
+        preprocessing: Evaluation preprocessing (linked from the data module; travels inside the checkpoint); its
+            `img_size` and `in_chans` are the encoder's.
         pool: "token" (class token) or "mean" (mean of the spatial tokens).
         drop_rate: Dropout before the head.
         label_smoothing: Label smoothing of the cross-entropy (also applied to mixed targets).
-        mixup_alpha: Mixup alpha; 0 disables mixup.
-        cutmix_alpha: CutMix alpha; 0 disables cutmix.
-        mixup_prob: Probability of applying mixup or cutmix to a batch.
+        mixup: Mixup / CutMix settings (off by default).
+        optim, optimizer, scheduler, compile, monitor: See `VitcapTask`.
     """
 
     task_name = "classification"
@@ -39,48 +64,41 @@ class ClassificationTask(VitcapTask):
     def __init__(
         self,
         preset: str = "tiny",
-        encoder: dict[str, Any] | None = None,
-        num_classes: int = 0,
+        encoder: EncoderOverrides | None = None,
         class_names: list[str] | None = None,
-        img_size: int | None = None,
-        in_chans: int = 3,
         preprocessing: dict[str, Any] | None = None,
-        pool: str = "token",
+        pool: Literal["token", "mean"] = "token",
         drop_rate: float = 0.0,
         label_smoothing: float = 0.0,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        mixup_prob: float = 1.0,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        warmup: float = 0.05,
-        min_lr_ratio: float = 0.01,
+        mixup: MixupConfig | None = None,
+        optim: OptimConfig | None = None,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
         monitor: str = "val/acc",
-        monitor_mode: str = "max",
     ) -> None:
-        super().__init__(lr, weight_decay, warmup, min_lr_ratio, optimizer, scheduler, compile, monitor, monitor_mode)
-        if num_classes <= 1:
-            raise ValueError("model.num_classes must be at least 2: link it from a classification data module")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
+        super().__init__(optim, optimizer, scheduler, compile, monitor)
+        if not class_names or len(class_names) < 2:
+            raise ConfigError(
+                "a classifier needs at least 2 class names: link them from a classification data module",
+                key="model.class_names",
+            )
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        encoder = dict(encoder or {})
-        if img_size is not None:
-            encoder.setdefault("img_size", img_size)
-        encoder.setdefault("in_chans", in_chans)
-        self.model = create_classifier(preset, num_classes=num_classes, encoder=encoder, pool=pool, drop_rate=drop_rate)
+        enc_cfg, _ = resolve_configs(preset, encoder)
+        enc_cfg = with_data_image_size(enc_cfg, encoder, preprocessing)
+        num_classes = len(class_names)
+        self.spec = ModelSpec("classifier", enc_cfg, num_classes=num_classes, pool=pool, drop_rate=drop_rate)
+        self.model = self.spec.build()
         self.num_classes = num_classes
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = list(class_names)
         self.label_smoothing = label_smoothing
         self.mixup = None
-        if mixup_alpha > 0 or cutmix_alpha > 0:
+        mixup = mixup or MixupConfig()
+        if mixup.mixup_alpha > 0 or mixup.cutmix_alpha > 0:
             self.mixup = Mixup(
-                mixup_alpha=mixup_alpha,
-                cutmix_alpha=cutmix_alpha,
-                prob=mixup_prob,
+                mixup_alpha=mixup.mixup_alpha,
+                cutmix_alpha=mixup.cutmix_alpha,
+                prob=mixup.prob,
                 label_smoothing=label_smoothing,
                 num_classes=num_classes,
             )
@@ -89,6 +107,8 @@ class ClassificationTask(VitcapTask):
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+        size = enc_cfg.img_size or 224
+        self.example_input_array = torch.zeros(1, enc_cfg.in_chans, size, size)  # FLOPs in the model summary
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -137,17 +157,16 @@ class ClassificationTask(VitcapTask):
             )
         return out
 
-    def check_compatible(self, meta: dict[str, Any]) -> None:
-        saved = meta.get("class_names")
+    def check_compatible(self, meta: CheckpointMeta) -> None:
+        saved = meta.class_names
         if saved and list(saved) != self.class_names:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint classes ({len(saved)}: {', '.join(saved[:4])}...) differ from the data module's "
                 f"({len(self.class_names)}: {', '.join(self.class_names[:4])}...)"
             )
 
-    def checkpoint_meta(self) -> dict[str, Any]:
-        return {
-            **super().checkpoint_meta(),
-            "class_names": self.class_names,
-            "preprocessing": self.hparams.preprocessing,
-        }
+    def checkpoint_meta(self) -> CheckpointMeta:
+        meta = super().checkpoint_meta()
+        meta.class_names = self.class_names
+        meta.preprocessing = plain(self.hparams.preprocessing) or {}
+        return meta

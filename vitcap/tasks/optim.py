@@ -1,17 +1,51 @@
-"""Optimizer parameter groups and the default warm-up + cosine learning-rate schedule."""
+"""Optimisation shared by every task: `OptimConfig`, parameter groups and the default warm-up + cosine schedule."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from vitcap.errors import ConfigError
+
 OptimizerFactory = Callable[[Iterable], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
+
+
+@dataclass
+class OptimConfig:
+    """The default optimiser (fused AdamW) and schedule (linear warm-up, then cosine decay), stepped per batch.
+
+    A config that injects its own `optimizer` / `scheduler` (`class_path` + `init_args`) replaces them; `lr` and
+    `weight_decay` then come from that optimizer's own arguments.
+
+    Attributes:
+        lr: Peak learning rate.
+        weight_decay: Decoupled weight decay (never applied to norms, biases, embeddings, position tables, tokens).
+        warmup: Warm-up length: a fraction of all optimizer steps when < 1, else a number of steps.
+        min_lr_ratio: Final learning rate of the cosine decay, as a fraction of `lr`.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.05
+    min_lr_ratio: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"expected a positive learning rate, got {self.lr}", key="model.optim.lr")
+        if self.weight_decay < 0:
+            raise ConfigError(f"expected >= 0, got {self.weight_decay}", key="model.optim.weight_decay")
+        if self.warmup < 0:
+            raise ConfigError(f"expected >= 0, got {self.warmup}", key="model.optim.warmup")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"expected a fraction in [0, 1], got {self.min_lr_ratio}", key="model.optim.min_lr_ratio")
+
 
 # Parameter names (last component or a prefix component) that must not be weight-decayed: embeddings, position
 # tables and class/register tokens (as in timm's `no_weight_decay`), besides every bias and norm weight.

@@ -13,8 +13,12 @@ Scores are computed over the images that have both; predictions without referenc
 without a prediction are counted in one warning each, naming the files.
 
 Both sides are COCO-tokenised (:func:`~vitcap.metrics.tokenize.coco_tokenize`) and scored with BLEU-1..4,
-ROUGE-L and CIDEr-D on pycocoevalcap's scales (0-1; CIDEr-D x10), plus the degenerate-output statistics of
-:mod:`vitcap.metrics.stats`. METEOR and SPICE are optional (``--java-metrics``; they need Java).
+ROUGE-L and CIDEr-D on pycocoevalcap's scales (0-1; CIDEr-D x10) by :func:`vitcap.metrics.caption_scores`, plus
+the degenerate-output statistics of :mod:`vitcap.metrics.stats`. METEOR and SPICE are optional
+(``--java-metrics``; they need Java).
+
+Unusable input (a missing or unreadable file, a malformed line, an unknown format) raises a
+:class:`vitcap.errors.UserError` naming the file and line; ``main`` prints it on one line and returns 2.
 """
 
 from __future__ import annotations
@@ -30,10 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from vitcap.metrics.bleu import corpus_bleu
-from vitcap.metrics.caption import POINT_METRICS
-from vitcap.metrics.cider import cider_d
-from vitcap.metrics.rouge import rouge_l
+from vitcap.errors import ConfigError, DataError, UserError, one_line
+from vitcap.metrics.caption import POINT_METRICS, caption_scores, java_available
 from vitcap.metrics.stats import caption_stats
 from vitcap.metrics.tokenize import coco_tokenize
 
@@ -42,7 +44,7 @@ __all__ = ["EvaluationError", "Prediction", "evaluate_files", "main", "read_pred
 _MAX_NAMED = 5
 
 
-class EvaluationError(ValueError):
+class EvaluationError(DataError):
     """Unusable evaluation input; the one-line message names the file (and line or entry) and the problem."""
 
 
@@ -75,7 +77,10 @@ def _read_text(path: Path) -> str:
         raise EvaluationError(f"{path}: no such file")
     if path.is_dir():
         raise EvaluationError(f"{path}: is a directory, expected a predictions file")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise EvaluationError(f"{path}: cannot read ({e.strerror or e})", path=path) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -237,8 +242,12 @@ def _read_references(path: Path, references_format: str) -> dict[str, list[str]]
 
     if not path.exists():
         raise EvaluationError(f"{path}: no such file")
-    # Evaluation needs only the captions; the images may live elsewhere or not at all.
-    captions = read_captions(path, format=references_format, check_files=False)
+    try:
+        # Evaluation needs only the captions; the images may live elsewhere or not at all. An unknown format or an
+        # unusable file raises a vitcap.errors.UserError (ConfigError, CaptionFormatError, ManifestError).
+        captions = read_captions(path, format=references_format, check_files=False)
+    except OSError as e:
+        raise EvaluationError(f"{path}: cannot read ({e.strerror or e})", path=path) from None
     return {p.as_posix(): list(caps) for p, caps in captions.items()}
 
 
@@ -264,7 +273,9 @@ def evaluate_files(
 
     Raises:
         EvaluationError: Unreadable predictions, or no prediction matches a reference image.
-        ValueError: Unreadable references (``CaptionFormatError`` / ``ManifestError`` from ``read_captions``).
+        vitcap.errors.UserError: Unreadable references or an unknown ``references_format`` (from
+            ``read_captions``: ``CaptionFormatError``, ``ManifestError``, ``ConfigError``).
+        RuntimeError: ``java_metrics`` without Java or pycocoevalcap.
     """
     predictions, references = Path(predictions), Path(references)
     preds = read_predictions(predictions)
@@ -320,14 +331,7 @@ def evaluate_files(
     keys = list(matched)
     candidates = [coco_tokenize(matched[k].caption) for k in keys]
     ref_lists = [[coco_tokenize(r) for r in refs[k]] for k in keys]
-    scores: dict[str, float] = {f"bleu{i + 1}": s for i, s in enumerate(corpus_bleu(candidates, ref_lists))}
-    scores["rouge_l"] = rouge_l(candidates, ref_lists)[0]
-    scores["cider_d"] = cider_d(candidates, ref_lists)[0]
-    if java_metrics:
-        from vitcap.metrics.caption import java_metrics as run_java_metrics
-
-        scores.update(run_java_metrics(candidates, ref_lists))
-
+    scores = caption_scores(candidates, ref_lists, java=java_metrics)
     stats = caption_stats(candidates, tokenize=False)
     if any(matched[k].alternatives for k in keys):
         all_captions = [c for k in keys for c in [matched[k].caption, *matched[k].alternatives]]
@@ -386,11 +390,14 @@ def _print_table(result: dict[str, Any]) -> None:
     console.print(stats)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     """``vitcap evaluate``: print the scores as a table, or one JSON object with ``--json``.
 
+    Args:
+        argv: The command-line arguments after ``evaluate``.
+
     Returns:
-        0 on success, 2 on unusable input (the one-line reason goes to stderr).
+        0 on success, 2 on unusable input (a ``UserError``: the one-line reason goes to stderr).
     """
     parser = argparse.ArgumentParser(
         prog="vitcap evaluate",
@@ -403,14 +410,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--references-format", default="auto", help="auto (default), coco, karpathy, csv, ...")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--java-metrics", action="store_true", help="also METEOR and SPICE (needs Java)")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(argv)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            if args.java_metrics and not java_available():
+                raise ConfigError(
+                    "METEOR/SPICE need a Java runtime on the PATH and pycocoevalcap (pip install pycocoevalcap)",
+                    key="--java-metrics",
+                )
             result = evaluate_files(args.predictions, args.references, args.references_format, args.java_metrics)
-        except (ValueError, OSError, RuntimeError) as e:
+        except UserError as e:
             _print_warnings(caught)
-            print(f"vitcap evaluate: error: {e}", file=sys.stderr)
+            print(f"vitcap evaluate: error: {one_line(e)}", file=sys.stderr)
             return 2
     _print_warnings(caught)
     if args.json:
@@ -426,4 +438,4 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

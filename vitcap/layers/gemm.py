@@ -1,4 +1,4 @@
-"""``nn.Linear`` whose float32 CPU training matmuls run on oneDNN instead of the BLAS torch links.
+"""CPU GEMM backend: ``nn.Linear`` whose float32 CPU training matmuls run on oneDNN instead of the BLAS torch links.
 
 Why: on CPU, ``F.linear`` and its backward call the BLAS sgemm torch was built with (MKL in the x86 wheels). On
 the AMD EPYC development machine MKL runs its generic code path, 50-100 GFLOP/s per core, while oneDNN's JIT

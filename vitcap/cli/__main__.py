@@ -1,0 +1,5 @@
+import sys
+
+from vitcap.cli.main import main
+
+sys.exit(main())
