@@ -38,10 +38,17 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build_hf_captioner, cpu_name, interleaved, load_avg, median, paired_ratio, synchronize  # noqa: E402
 
-from vitcap.layers.gemm import onednn_linear_available, use_onednn_linear  # noqa: E402
+from vitcap.layers.gemm import onednn_linear_available  # noqa: E402
 from vitcap.models import PRESETS, Captioner, CNNEncoder, ViTEncoder, create_captioner  # noqa: E402
 from vitcap.tasks.captioning import caption_loss  # noqa: E402
 from vitcap.tasks.optim import adamw, param_groups, warmup_cosine  # noqa: E402
+from vitcap.training.linear_backend import (  # noqa: E402
+    apply_linear_backend,
+    choose_linear_backend,
+    cpu_facts,
+    measure,
+    pick,
+)
 
 PAD, BOS, EOS = 0, 1, 2
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k-mini"
@@ -70,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loader-batches", type=int, default=8, help="batches timed per loader round")
     p.add_argument("--workers", default="0,1,2", help="loader worker counts to time")
     p.add_argument("--e2e-repeats", type=int, default=2, help="end-to-end training runs per worker count (0: none)")
-    p.add_argument("--ablations", action="store_true", help="add vitcap_mkl: the fixes without oneDNN linears")
+    p.add_argument("--ablations", action="store_true", help="(kept for old command lines; the backends always run)")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of the vitcap step to stderr")
     args = p.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
@@ -205,19 +212,25 @@ def section_model(args: argparse.Namespace, device: torch.device, result: dict[s
         memory = before_model.encode(imgs).index_select(0, index)  # the unconditional gather
         return before_model.decoder(toks, memory)
 
-    onednn_layers = use_onednn_linear(vitcap_model)  # what VitcapTask.configure_model does before training
+    # The linear backends side by side: each fixed one, and "vitcap" = what training picks on this machine
+    # (VitcapTask.configure_model: measured on the model's training shape, oneDNN only when >= 3% faster).
+    auto_seconds = measure(vitcap_model, (images, tokens[:, :-1]), repeats=3) if onednn_linear_available() else {}
+    auto_backend = pick(auto_seconds) if auto_seconds else "torch"
+    onednn_layers = apply_linear_backend(vitcap_model, auto_backend)
     variants["vitcap"] = (vitcap_model, vitcap_forward(vitcap_model), adamw(param_groups(vitcap_model), lr, wd))
-    before_opt = torch.optim.AdamW(param_groups(before_model), lr=lr, weight_decay=wd)  # torch's default loop
-    variants["vitcap_before"] = (before_model, before_forward, before_opt)
-    if args.ablations:
-        # The fixes one at a time: fused AdamW and the skipped gather, but every linear layer on MKL's sgemm.
-        mkl_model = (
+    fixed = {"vitcap_torch": "torch", "vitcap_onednn": "onednn"} if onednn_linear_available() else {}
+    for name, backend in fixed.items():
+        twin = (
             create_captioner(args.model, vocab_size=V, encoder=encoder_overrides(args), decoder={"max_len": max(64, T)})
             .to(device)
             .train()
         )
-        mkl_model.load_state_dict(vitcap_model.state_dict())
-        variants["vitcap_mkl"] = (mkl_model, vitcap_forward(mkl_model), adamw(param_groups(mkl_model), lr, wd))
+        twin.load_state_dict(vitcap_model.state_dict())
+        apply_linear_backend(twin, backend)
+        variants[name] = (twin, vitcap_forward(twin), adamw(param_groups(twin), lr, wd))
+    result["linear_backend"] = {"auto": auto_backend, "measured_s": {k: round(v, 4) for k, v in auto_seconds.items()}}
+    before_opt = torch.optim.AdamW(param_groups(before_model), lr=lr, weight_decay=wd)  # torch's default loop
+    variants["vitcap_before"] = (before_model, before_forward, before_opt)
     if not args.skip_hf:
         import transformers
 
@@ -232,7 +245,7 @@ def section_model(args: argparse.Namespace, device: torch.device, result: dict[s
     if args.compile:
         # vitcap's steps call encoder and decoder as modules (what CaptioningTask.compile_targets compiles);
         # the Hugging Face model is called as a whole.
-        for name in ("vitcap", "vitcap_before", "vitcap_mkl"):
+        for name in ("vitcap", "vitcap_before", "vitcap_torch", "vitcap_onednn"):
             if name in variants:
                 variants[name][0].encoder.compile()
                 variants[name][0].decoder.compile()
@@ -242,8 +255,9 @@ def section_model(args: argparse.Namespace, device: torch.device, result: dict[s
     steps = {name: make_step(fwd, opt, images, tokens, args) for name, (_, fwd, opt) in variants.items()}
     # FlopCounterMode counts aten matmuls, not the oneDNN ops vitcap's CPU linears call, so vitcap is charged the
     # FLOPs of the identical model on the plain path (the same arithmetic); on CUDA both take that path anyway.
-    flops = {name: count_step_flops(step) for name, step in steps.items() if name != "vitcap"}
-    flops["vitcap"] = flops["vitcap_before"]
+    plain = ("vitcap_before", "hf")
+    flops = {name: count_step_flops(step) for name, step in steps.items() if name in plain}
+    flops.update({name: flops["vitcap_before"] for name in steps if name not in plain})
     if args.profile:
         for name in ("vitcap_before", "vitcap"):
             print(f"--- torch.profiler, 3 training steps of {name} ---", file=sys.stderr)
@@ -264,7 +278,7 @@ def section_model(args: argparse.Namespace, device: torch.device, result: dict[s
         "params_m": {
             name: round(sum(p.numel() for p in m.parameters()) / 1e6, 3) for name, (m, _, _) in variants.items()
         },
-        "onednn_linear_layers": onednn_layers if onednn_linear_available() else 0,
+        "onednn_linear_layers": onednn_layers if auto_backend == "onednn" else 0,
         "timm_fused_attn": bool(vit is not None and all(blk.attn.fused_attn for blk in vit.blocks)),
         "optimizer": {
             name: type(opt).__name__ + ("(fused)" if opt.defaults.get("fused") else "(for-loop)")
@@ -282,9 +296,18 @@ def section_model(args: argparse.Namespace, device: torch.device, result: dict[s
             result["model"][f"{name}_mfu"] = round(achieved / (args.peak_tflops * 1e12), 4)
     if "hf" in per_step:
         result["model"]["vitcap_vs_hf"] = round(paired_ratio(per_step["hf"], per_step["vitcap"]), 3)
-        if "vitcap_mkl" in per_step:
-            result["model"]["vitcap_mkl_vs_hf"] = round(paired_ratio(per_step["hf"], per_step["vitcap_mkl"]), 3)
+        if "vitcap_torch" in per_step:
+            result["model"]["vitcap_torch_vs_hf"] = round(paired_ratio(per_step["hf"], per_step["vitcap_torch"]), 3)
     result["model"]["vitcap_vs_before"] = round(paired_ratio(per_step["vitcap_before"], per_step["vitcap"]), 3)
+    if fixed:
+        # auto vs each fixed backend, per-round ratios (> 1: auto is faster); the target is auto >= 0.97 of the best.
+        for name in fixed:
+            result["model"][f"auto_vs_{name.removeprefix('vitcap_')}"] = round(
+                paired_ratio(per_step[name], per_step["vitcap"]), 3
+            )
+        best = min(fixed, key=lambda n: median(per_step[n]))
+        result["model"]["best_fixed_backend"] = fixed[best]
+        result["model"]["auto_vs_best_fixed"] = round(paired_ratio(per_step[best], per_step["vitcap"]), 3)
     return B / median(per_step["vitcap"])
 
 
@@ -368,6 +391,8 @@ def section_lightning(args: argparse.Namespace, device: torch.device, result: di
         task = make_task(args, dm)
         model = task.model.to(device).train()
         task.configure_model()  # what Trainer.fit calls first: oneDNN linears, and compile when asked
+        if device.type == "cpu" and not args.compile:  # the linear backend Trainer.fit picks (cached by then)
+            apply_linear_backend(model, choose_linear_backend(model, task.training_example(args.batch)).backend)
         optimizer = adamw(param_groups(model), task.optim.lr, task.optim.weight_decay)
         schedule = warmup_cosine(optimizer, total, warmup=task.optim.warmup, min_lr_ratio=task.optim.min_lr_ratio)
         clock = StepClock(device)
@@ -512,6 +537,7 @@ def main(argv: list[str] | None = None) -> None:
         "bench": "train_step",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cpu": cpu_name(),
+        "cpu_flags": cpu_facts()["flags"],
         "threads": args.threads,
         "torch": torch.__version__,
         "batch": args.batch,
@@ -532,6 +558,8 @@ def main(argv: list[str] | None = None) -> None:
     targets: dict[str, bool] = {}
     if "vitcap_vs_hf" in result.get("model", {}):
         targets["vitcap_vs_hf>=1.3"] = result["model"]["vitcap_vs_hf"] >= 1.3
+    if "auto_vs_best_fixed" in result.get("model", {}):
+        targets["auto_within_3pct_of_best_fixed"] = result["model"]["auto_vs_best_fixed"] >= 0.97
     if "lightning" in result:
         targets["lightning_overhead<=5%"] = result["lightning"]["lightning_overhead_pct"] <= 5.0
     data = result.get("data", {})

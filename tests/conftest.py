@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The CPU linear backend choice is cached per machine; tests keep theirs out of the user's cache folder.
+os.environ.setdefault("VITCAP_CACHE_DIR", tempfile.mkdtemp(prefix="vitcap-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

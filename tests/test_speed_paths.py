@@ -183,11 +183,19 @@ def test_onednn_linear_keeps_f_linear_off_the_training_path(monkeypatch: pytest.
     assert onednn.state_dict().keys() == native.state_dict().keys()
 
 
-def test_training_uses_onednn_linears_and_checkpoints_keep_their_names(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["onednn", "torch"])
+def test_training_uses_the_chosen_linears_and_checkpoints_keep_their_names(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend == "onednn" and not onednn_linear_available():
+        pytest.skip("this torch build has no usable oneDNN linear")
+    monkeypatch.setenv("VITCAP_LINEAR", backend)
     cli = lightning_cli(["fit", *caption_args(tmp_path, "--trainer.fast_dev_run", "1")])
     model = cli.model.model
+    assert cli.model.linear_backend == backend
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(type(m) is OneDNNLinear for m in linears)  # timm's encoder layers included
+    on_onednn = [type(m) is OneDNNLinear for m in linears]
+    assert linears and all(on_onednn) if backend == "onednn" else not any(on_onednn)  # timm's layers included
     eager = create_captioner("toy", vocab_size=model.decoder.vocab_size)
     assert eager.state_dict().keys() == model.state_dict().keys()
 
@@ -211,7 +219,8 @@ def test_train_step_bench_prints_one_json_line(tmp_path: Path) -> None:
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
-    assert result["model"]["vitcap_images_per_s"] > 0 and result["model"]["vitcap_mkl_images_per_s"] > 0
+    assert result["model"]["vitcap_images_per_s"] > 0 and result["model"]["vitcap_torch_images_per_s"] > 0
+    assert result["cpu"] and "cpu_flags" in result and result["linear_backend"]["auto"] in ("torch", "onednn")
     assert result["model"]["gflop_per_step"]["vitcap"] > 0
     assert "lightning_overhead_pct" in result["lightning"]
     assert result["data"] == {"skipped": f"no flickr8k-mini at {tmp_path / 'absent'}"}

@@ -3,8 +3,18 @@
 __version__ = "0.1.0"
 
 
-def load(checkpoint, device="cpu"):  # noqa: ANN001, ANN201 - documented in vitcap.inference.load
-    """Load a trained checkpoint (`.ckpt` or export folder) for inference; see `vitcap.inference.load`."""
+def load(checkpoint, device="cpu", runtime="torch"):  # noqa: ANN001, ANN201 - documented in vitcap.inference.load
+    """Load a trained checkpoint (`.ckpt` or export folder) for inference; see `vitcap.inference.load`.
+
+    `runtime="onnx"` runs an ONNX export folder (`vitcap export --format onnx`) in onnxruntime without PyTorch
+    (`vitcap.deploy.load_onnx`); the pipelines of both runtimes caption alike.
+    """
+    if runtime == "onnx":
+        from vitcap.deploy.runtime import load_onnx
+
+        return load_onnx(checkpoint)
+    if runtime != "torch":
+        raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
     from vitcap.inference import load as _load
 
     return _load(checkpoint, device=device)

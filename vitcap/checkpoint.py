@@ -12,7 +12,9 @@ a preset name that could change), the tokenizer, the preprocessing and the defau
 by vitcap 0.1 (format 1) kept only the task's constructor arguments; `read_checkpoint` returns them under
 `legacy_hparams`, and `vitcap.inference` turns them into a spec.
 
-This module imports torch, safetensors and `vitcap.errors` only, so any layer may read checkpoints.
+This module imports torch, safetensors and `vitcap.errors` only, so any layer may read checkpoints; torch and
+safetensors only when weights are read, so `read_export_meta` (the metadata of an export folder) works without
+them (the ONNX runtime, `vitcap.deploy.runtime`).
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ import dataclasses
 import json
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from vitcap.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "CHECKPOINT_KEY",
@@ -38,6 +41,7 @@ __all__ = [
     "CheckpointMeta",
     "plain",
     "read_checkpoint",
+    "read_export_meta",
     "torch_load",
     "write_export",
 ]
@@ -118,6 +122,8 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu", weights_only:
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
+    import torch
+
     try:
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as e:
@@ -165,12 +171,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[CheckpointMeta, dict[str, 
     return meta, state
 
 
-def _read_export(folder: Path) -> tuple[CheckpointMeta, dict[str, Tensor]]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def read_export_meta(folder: str | os.PathLike) -> CheckpointMeta:
+    """The metadata of an export folder (its `config.json`), read without torch.
 
-    config_path, weights_path = folder / EXPORT_CONFIG, folder / EXPORT_WEIGHTS
-    if not config_path.is_file() or not weights_path.is_file():
+    Raises:
+        CheckpointError: naming the file, when `config.json` is missing, unreadable, or written by a newer vitcap.
+    """
+    config_path = Path(folder) / EXPORT_CONFIG
+    if not config_path.is_file():
         raise CheckpointError(f"{folder}: an export folder needs {EXPORT_CONFIG} and {EXPORT_WEIGHTS}")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -191,6 +199,22 @@ def _read_export(folder: Path) -> tuple[CheckpointMeta, dict[str, Tensor]]:
         )
     else:
         meta = CheckpointMeta.from_dict(config, config_path)
+    if not isinstance(meta.format, int) or meta.format > FORMAT:
+        raise CheckpointError(
+            f"{config_path}: export format {meta.format!r} (written by vitcap {meta.version or '?'}) is newer than "
+            f"this vitcap reads (format {FORMAT}): upgrade vitcap"
+        )
+    return meta
+
+
+def _read_export(folder: Path) -> tuple[CheckpointMeta, dict[str, Tensor]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights_path = folder / EXPORT_WEIGHTS
+    meta = read_export_meta(folder)
+    if not weights_path.is_file():
+        raise CheckpointError(f"{folder}: an export folder needs {EXPORT_CONFIG} and {EXPORT_WEIGHTS}")
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as e:
@@ -200,11 +224,25 @@ def _read_export(folder: Path) -> tuple[CheckpointMeta, dict[str, Tensor]]:
     return meta, state
 
 
-def write_export(meta: CheckpointMeta, state: dict[str, Tensor], out_dir: str | os.PathLike) -> Path:
+def write_export(
+    meta: CheckpointMeta,
+    state: dict[str, Tensor],
+    out_dir: str | os.PathLike,
+    config_extra: dict[str, Any] | None = None,
+    add_files: Callable[[Path], None] | None = None,
+) -> Path:
     """Write `model.safetensors` + `config.json` into `out_dir`, all or nothing.
 
     The files are written into a temporary folder beside `out_dir`, which is renamed into place at the end, so a
     failure leaves no half-written export (an existing `out_dir` is replaced only once the new one is complete).
+
+    Args:
+        meta: The metadata, stored as `config.json`.
+        state: The model's state dict.
+        out_dir: The export folder.
+        config_extra: More top-level `config.json` entries (other tools' keys; `read_checkpoint` ignores them).
+        add_files: Called with the temporary folder once the weights and config are in it, to add more files
+            (the ONNX export); whatever it raises removes the temporary folder.
     """
     import shutil
     import tempfile
@@ -217,8 +255,10 @@ def write_export(meta: CheckpointMeta, state: dict[str, Tensor], out_dir: str | 
     try:
         # safetensors refuses shared storage (the tied output head); store each tensor separately.
         save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(tmp / EXPORT_WEIGHTS))
-        text = json.dumps(meta.to_dict(), indent=1, ensure_ascii=False) + "\n"
+        text = json.dumps({**(config_extra or {}), **meta.to_dict()}, indent=1, ensure_ascii=False) + "\n"
         (tmp / EXPORT_CONFIG).write_text(text, encoding="utf-8")
+        if add_files is not None:
+            add_files(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,13 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from vitcap.checkpoint import CheckpointMeta, read_checkpoint, write_export
+from vitcap.checkpoint import FORMAT, CheckpointMeta, read_checkpoint, write_export
 from vitcap.data.images import load_image
 from vitcap.data.transforms import build_eval_transform
 from vitcap.errors import CheckpointError, ConfigError
 from vitcap.generate import GenerationConfig, attention_grid, generate
 from vitcap.models.registry import ModelSpec, resolve_configs
+from vitcap.results import CaptionResult
 from vitcap.tokenizer import CaptionTokenizer
 
 __all__ = [
@@ -31,25 +31,13 @@ __all__ = [
     "CaptionResult",
     "ClassifyPipeline",
     "build_model",
+    "current_meta",
     "export",
     "load",
     "model_spec",
 ]
 
 ImageInput = str | os.PathLike | Image.Image | Tensor
-
-
-@dataclass
-class CaptionResult:
-    """One image's caption: the best hypothesis, its mean token log-prob, and the other n-best entries."""
-
-    caption: str
-    score: float
-    tokens: list[int]
-    token_logprobs: list[float]
-    alternatives: list[dict[str, Any]] = field(default_factory=list)
-    words: list[str] = field(default_factory=list)
-    attention: Tensor | None = None  # (words, h, w) over the spatial grid, when asked for
 
 
 # ---------------------------------------------------------------------------------------------------- rebuilding
@@ -116,8 +104,12 @@ def export(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """
     meta, state = read_checkpoint(checkpoint)
     build_model(meta, state, checkpoint)  # refuse to export weights that would not load
-    meta = dataclasses.replace(meta, model=model_spec(meta).to_dict(), legacy_hparams={}, format=2)
-    return write_export(meta, state, out_dir)
+    return write_export(current_meta(meta), state, out_dir)
+
+
+def current_meta(meta: CheckpointMeta) -> CheckpointMeta:
+    """The metadata in the current format (a resolved model spec, no task arguments), as export folders store it."""
+    return dataclasses.replace(meta, model=model_spec(meta).to_dict(), legacy_hparams={}, format=FORMAT)
 
 
 # ------------------------------------------------------------------------------------------------------- pipelines

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+if TYPE_CHECKING:  # torch only for `encode_batch`: the ONNX runtime decodes captions without it
+    import torch
 
 __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "SPECIAL_TOKENS", "UNK_ID", "CaptionTokenizer"]
 
@@ -108,7 +110,8 @@ class CaptionTokenizer:
                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                 show_progress=False,
             )
-        tok.train_from_iterator(list(captions), trainer=trainer)
+        # Streamed, not listed: a web-scale corpus's captions need not fit in memory (vitcap.data.shards).
+        tok.train_from_iterator(iter(captions), trainer=trainer)
         return cls(tok, kind)
 
     # -- serialisation -------------------------------------------------------------------------------------
@@ -187,6 +190,8 @@ class CaptionTokenizer:
         Returns:
             LongTensor (M, T), each row ``[BOS] ... [EOS] [PAD]...`` with T the longest row (<= max_length).
         """
+        import torch
+
         if max_length is not None and max_length < 2:
             raise ValueError(f"max_length must be >= 2 to hold [BOS] and [EOS], got {max_length}")
         encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
@@ -204,7 +209,7 @@ class CaptionTokenizer:
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of one id sequence: drops ``[PAD]``/``[BOS]``, stops at the first ``[EOS]``, keeps ``[UNK]``."""
-        if isinstance(ids, torch.Tensor):
+        if hasattr(ids, "tolist"):  # a torch tensor or numpy array
             ids = ids.tolist()
         kept = []
         for i in ids:
@@ -218,8 +223,8 @@ class CaptionTokenizer:
         return _join_words([self._tok.id_to_token(i) or SPECIAL_TOKENS[UNK_ID] for i in kept])
 
     def decode_batch(self, ids: torch.Tensor | Sequence[Sequence[int]]) -> list[str]:
-        """Decode rows of ids (LongTensor (M, T) or lists) with ``decode``."""
-        if isinstance(ids, torch.Tensor):
+        """Decode rows of ids (LongTensor (M, T), numpy array or lists) with ``decode``."""
+        if hasattr(ids, "tolist"):
             ids = ids.tolist()
         return [self.decode(row) for row in ids]
 

@@ -7,14 +7,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vitcap.cli import fail
 from vitcap.cli.images import run_on_images
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The options of `vitcap caption` (built without importing torch, so `--help` is instant)."""
     parser = argparse.ArgumentParser(prog="vitcap caption", description="Caption images with a trained checkpoint.")
-    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument(
+        "images", nargs="*", help="image files, folders of images (recursive) or tar shards ('shards/{000..127}.tar')"
+    )
     parser.add_argument("--checkpoint", required=True, help=".ckpt from training or a `vitcap export` folder")
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch (default), or onnx: onnxruntime on a `vitcap export --format onnx` folder, no PyTorch needed",
+    )
     parser.add_argument("--beams", type=int, default=None, help="beam size (default: the checkpoint's setting)")
     parser.add_argument("--max-length", type=int, default=None, help="maximum new tokens per caption, EOS included")
     parser.add_argument("--sample", action="store_true", help="sample instead of searching")
@@ -27,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--save-attention", metavar="DIR", help="write one attention PNG per image to DIR")
+    bulk = parser.add_argument_group("bulk captioning (vitcap.cli.bulk): Lightning's predict loop on every device")
+    bulk.add_argument("--out", metavar="FILE", help="append JSON lines to FILE; a rerun skips images already in it")
+    bulk.add_argument("--files-from", metavar="LIST", help="also caption the image paths listed in LIST (one a line)")
+    bulk.add_argument("--devices", type=int, default=None, help="processes / GPUs to caption on (needs --out)")
+    bulk.add_argument("--accelerator", default="cpu", help="cpu (default), gpu, auto, ... (with --out)")
+    bulk.add_argument("--num-workers", type=int, default=1, help="image-decoding workers per process (with --out)")
+    bulk.add_argument("--sidecars", action="store_true", help="also write KEY.txt next to each image file")
+    bulk.add_argument("--out-shards", metavar="DIR", help="copies of the input shards with KEY.caption.txt added")
     return parser
 
 
@@ -53,7 +70,26 @@ def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """`vitcap caption`: caption images or folders of images with a trained checkpoint."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.images and not args.files_from:
+        parser.error("give images, folders or shards to caption")
+    from vitcap.data.shards.index import is_shard_spec  # torch-free
+
+    shards = any(is_shard_spec(i) for i in args.images)
+    bulk = args.devices or args.files_from or args.sidecars or args.out_shards or shards
+    if args.out or bulk:
+        if args.runtime == "onnx":
+            return fail("--out, shards, --files-from and --devices run Lightning's predict loop: use --runtime torch")
+        if not args.out:
+            return fail("shards, --files-from, --devices, --sidecars and --out-shards need --out results.jsonl")
+        from vitcap.cli.bulk import run_bulk  # Lightning's predict loop, one process per device
+
+        return run_bulk(args, decoding_options(args))
+    if args.runtime == "onnx":
+        for flag, value in (("--sample", args.sample), ("--save-attention", args.save_attention)):
+            if value:
+                return fail(f"{flag} needs --runtime torch (the ONNX runtime does greedy and beam search)")
     decoding = decoding_options(args)
 
     def handle(pipeline: Any, paths: list[Path], images: list[Any]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vitcap.cli import fail
-from vitcap.errors import UserError, one_line
+from vitcap.errors import ConfigError, UserError, one_line
 
 __all__ = ["IMAGE_SUFFIXES", "expand_images", "run_on_images"]
 
@@ -16,12 +16,15 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def expand_images(inputs: Sequence[str]) -> list[Path]:
-    """Files as given; folders expand to their image files (sorted, not recursive)."""
+    """Files as given; folders expand to the image files anywhere below them (sorted, hidden folders skipped)."""
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            found = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            paths.extend(
+                sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts))
+            )
         else:
             paths.append(path)
     return paths
@@ -54,18 +57,38 @@ def _load_batches(paths: list[Path], batch_size: int) -> Iterator[tuple[list[Pat
         yield [], [], failed
 
 
+def _load(args: Any) -> Any:
+    """The pipeline of `args.checkpoint` for `args.runtime` (None when the PyTorch runtime is asked for without torch)."""
+    if getattr(args, "runtime", "torch") == "onnx":
+        from vitcap.deploy.runtime import load_onnx  # onnxruntime and numpy only
+
+        if args.device != "cpu":
+            raise ConfigError(f"--device {args.device}: the ONNX runtime runs on the CPU", key="--device")
+        return load_onnx(args.checkpoint)
+    try:
+        from vitcap.inference import load
+    except ImportError as e:
+        if e.name == "torch":
+            return None
+        raise
+    return load(args.checkpoint, device=args.device)
+
+
 def run_on_images(args: Any, kind: str, handle_batch: Callable[[Any, list[Path], list[Any]], None]) -> int:
     """Load the checkpoint, check it is a `kind` model, and feed readable images to `handle_batch` in batches.
 
     Unreadable images are reported on stderr one line each and the rest still processed; the exit status is 1 if
     any failed, 2 for a checkpoint that cannot be used, 0 otherwise.
     """
-    from vitcap.inference import load
-
     try:
-        pipeline = load(args.checkpoint, device=args.device)
+        pipeline = _load(args)
     except UserError as e:
         return fail(one_line(e))
+    if pipeline is None:
+        return fail(
+            "PyTorch is not installed; an ONNX export folder (`vitcap export --format onnx`) captions without it: "
+            "add --runtime onnx"
+        )
     if pipeline.task != kind:
         return fail(f"{args.checkpoint}: a {pipeline.task} checkpoint; this command needs a {kind} model")
     paths = expand_images(args.images)

@@ -28,8 +28,10 @@ tools:
   caption    caption images with a trained checkpoint
   classify   classify images with a trained checkpoint
   evaluate   score predicted captions against references (BLEU, ROUGE-L, CIDEr-D)
-  data       write the built-in synthetic data set to disk (`vitcap data shapes --out DIR`)
-  export     write a checkpoint as safetensors weights + a JSON config
+  data       write the built-in synthetic data set (`vitcap data shapes --out DIR`) or tar shards of any data set
+             (`vitcap data shards --out DIR SOURCE`)
+  export     write a checkpoint as safetensors weights + a JSON config (--format onnx: ONNX models for onnxruntime)
+  demo       a local web page to try a checkpoint, with per-word attention (needs the `demo` extra)
 
 `vitcap COMMAND --help` shows a command's options.
 """
@@ -41,6 +43,7 @@ TOOLS: dict[str, str] = {
     "evaluate": "vitcap.cli.evaluate",
     "data": "vitcap.cli.data",
     "export": "vitcap.cli.export",
+    "demo": "vitcap.cli.demo",
 }
 
 

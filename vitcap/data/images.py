@@ -22,6 +22,7 @@ rules:
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -31,7 +32,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vitcap.errors import ConfigError, ImageLoadError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS_ENV", "ImageLoadError", "load_image", "max_image_pixels", "to_rgb"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS_ENV",
+    "ImageLoadError",
+    "decode_image",
+    "image_file_bytes",
+    "load_image",
+    "max_image_pixels",
+    "to_rgb",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 _TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -80,26 +90,59 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
         raise ImageLoadError(path, "is a directory, expected an image file")
     if path.stat().st_size == 0:
         raise ImageLoadError(path, "empty file (0 bytes)")
-    limit = max_image_pixels() if max_pixels is None else max_pixels
+    return _decode(path, path, max_image_pixels() if max_pixels is None else max_pixels)
+
+
+def image_file_bytes(path: str | os.PathLike, verify: bool = True) -> bytes:
+    """The encoded bytes of an image file, to copy it into a tar shard unchanged.
+
+    Raises:
+        ImageLoadError: With ``verify``, the file does not pass ``load_image``.
+    """
+    if verify:
+        load_image(path)
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ImageLoadError(path, f"cannot read the file ({e})") from e
+
+
+def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> Image.Image:
+    """Decode an image held in memory (a tar shard member) with the rules of ``load_image``.
+
+    Args:
+        data: The encoded image file (JPEG, PNG, WebP, ...).
+        name: What error messages call it, e.g. ``shard-00003.tar:000123.jpg``.
+        max_pixels: As for ``load_image``.
+
+    Raises:
+        ImageLoadError: Empty, not an image, truncated, corrupt or too large.
+    """
+    if not data:
+        raise ImageLoadError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_image_pixels() if max_pixels is None else max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: str | Path, limit: int | None) -> Image.Image:
     try:
         # Pillow warns between 1x and 2x its global limit; turn that warning into an error for this call only.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 if limit is not None and img.width * img.height > limit:
                     raise ImageLoadError(
-                        path, f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds the limit {limit}"
+                        name, f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds the limit {limit}"
                     )
                 img.load()
                 rgb = to_rgb(_exif_transpose(img))
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageLoadError(path, f"possible decompression bomb ({e})") from e
+        raise ImageLoadError(name, f"possible decompression bomb ({e})") from e
     except UnidentifiedImageError as e:
-        raise ImageLoadError(path, "not a recognised image format") from e
+        raise ImageLoadError(name, "not a recognised image format") from e
     except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many exception types on corrupt input
-        raise ImageLoadError(path, f"truncated or corrupt image data ({type(e).__name__}: {e})") from e
+        raise ImageLoadError(name, f"truncated or corrupt image data ({type(e).__name__}: {e})") from e
     return rgb
 
 

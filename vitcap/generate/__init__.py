@@ -29,12 +29,56 @@ Modules, in import order:
 - ``base``: ``generate`` and ``generate_from_memory``, which pick the strategy.
 """
 
-from vitcap.generate.base import generate, generate_from_memory
-from vitcap.generate.beam import beam_search
-from vitcap.generate.config import GenerationConfig, GenerationOverrides
-from vitcap.generate.greedy import greedy
-from vitcap.generate.outputs import Generated, Hypothesis, attention_grid
-from vitcap.generate.sampling import sample
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names load on first use (below), so `vitcap.generate.config` imports without torch
+    from vitcap.generate.base import generate, generate_from_memory
+    from vitcap.generate.beam import beam_search
+    from vitcap.generate.config import GenerationConfig, GenerationOverrides
+    from vitcap.generate.greedy import greedy
+    from vitcap.generate.outputs import Generated, Hypothesis, attention_grid
+    from vitcap.generate.sampling import sample
+
+# name -> submodule that defines it; `GenerationConfig` is torch-free (the ONNX runtime validates decoding with it)
+_EXPORTS = {
+    "generate": "base",
+    "generate_from_memory": "base",
+    "beam_search": "beam",
+    "GenerationConfig": "config",
+    "GenerationOverrides": "config",
+    "greedy": "greedy",
+    "Generated": "outputs",
+    "Hypothesis": "outputs",
+    "attention_grid": "outputs",
+    "sample": "sampling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"vitcap.generate.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vitcap.generate' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """`vitcap.generate.greedy` stays the function: importing the submodule of the same name must not replace it
+    (the import system sets a loaded submodule as an attribute of its package)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "GenerationConfig",

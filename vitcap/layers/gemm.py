@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OneDNNLinear", "onednn_linear_available", "use_onednn_linear"]
+__all__ = ["OneDNNLinear", "onednn_linear_available", "use_onednn_linear", "use_plain_linear"]
 
 # Multiply-accumulates (rows * in * out) from which oneDNN beats MKL on the development CPU, one thread:
 # 512 x 128 x 128 is about even, 2048 x 128 x 512 is 2x faster; below, oneDNN's per-call overhead wins.
@@ -122,5 +122,19 @@ def use_onednn_linear(module: nn.Module) -> int:
     for layer in module.modules():
         if type(layer) is nn.Linear:
             layer.__class__ = OneDNNLinear
+            changed += 1
+    return changed
+
+
+def use_plain_linear(module: nn.Module) -> int:
+    """Undo `use_onednn_linear`: every ``OneDNNLinear`` inside ``module`` becomes a plain ``nn.Linear`` again.
+
+    Returns:
+        The number of layers changed.
+    """
+    changed = 0
+    for layer in module.modules():
+        if type(layer) is OneDNNLinear:
+            layer.__class__ = nn.Linear
             changed += 1
     return changed

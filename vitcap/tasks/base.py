@@ -9,16 +9,20 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.utilities import rank_zero_info
 
 from vitcap import __version__
-from vitcap.checkpoint import CHECKPOINT_KEY, CheckpointMeta, meta_of, plain
+from vitcap.checkpoint import CHECKPOINT_KEY, CheckpointMeta, meta_of, plain, read_checkpoint
 from vitcap.errors import CheckpointError, ConfigError
-from vitcap.layers.gemm import use_onednn_linear
 from vitcap.models.registry import EncoderConfig, ModelSpec
-from vitcap.tasks.optim import OptimConfig, adamw, param_groups, warmup_cosine
+from vitcap.tasks.finetune import EncoderFreeze, encoder_warmup, param_groups_for, resize_pos_embed
+from vitcap.tasks.init_from import LoadReport, load_matching
+from vitcap.tasks.optim import OptimConfig, adamw, warmup_cosine
 from vitcap.training.callbacks import best_and_last_checkpoints
+from vitcap.training.linear_backend import apply_linear_backend, choose_linear_backend
 
 # Metrics where lower is better; every other logged metric (accuracy, BLEU, CIDEr-D, ...) is better higher.
 LOWER_IS_BETTER = ("loss", "ppl")
@@ -63,6 +67,13 @@ class VitcapTask(pl.LightningModule):
             epoch; replaces the default warm-up + cosine schedule (stepped per optimizer step).
         compile: Compile the model with `torch.compile` (off by default; useful on GPU).
         monitor: Metric the best checkpoint is chosen on (minimised for losses and perplexities, else maximised).
+        init_from: A vitcap checkpoint (`.ckpt` or export folder) whose weights initialise the model: weights
+            only, with a fresh optimiser, schedule and epoch counter (`--ckpt_path` resumes a run instead). A
+            checkpoint of the same task must match the architecture; one of the other task (a classifier for a
+            captioner, or the reverse) gives the encoder only. ViT position embeddings are resampled when the
+            image size differs. Subclasses load it at the end of `__init__` (`load_init_from`).
+        freeze_encoder: `true` trains with the encoder frozen (its BatchNorm in eval mode), a number N unfreezes
+            it at the start of epoch N (its learning rate then warms up again), `false` trains everything.
     """
 
     task_name: str = ""
@@ -74,29 +85,77 @@ class VitcapTask(pl.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
         monitor: str = "val/loss",
+        init_from: str | None = None,
+        freeze_encoder: bool | int = False,
     ) -> None:
         super().__init__()
+        if not isinstance(freeze_encoder, bool) and freeze_encoder < 1:
+            raise ConfigError(
+                f"expected true, false or an epoch >= 1, got {freeze_encoder}", key="model.freeze_encoder"
+            )
         self.optim = optim if optim is not None else OptimConfig()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.compile_model = compile
         self.monitor = monitor
         self.monitor_mode = monitor_mode(monitor)
+        self._budget_spent = 0.0  # fraction of trainer.max_time spent (budgeted schedules)
+        self.init_from = init_from
+        self.freeze_encoder = freeze_encoder
+        self.encoder_frozen = False  # set by EncoderFreeze while the encoder is frozen
+        self.encoder_unfrozen_step: int | None = None
         self.model: torch.nn.Module
         self.spec: ModelSpec
 
     # ----------------------------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
-        groups = param_groups(self.model)
+        opt = self.optim
+        groups = param_groups_for(self.model, opt.weight_decay, opt.encoder_lr_mult, opt.layer_decay)
+        if self.freeze_encoder is True:  # a frozen encoder never trains: keep it out of the optimizer
+            groups = [g for g in groups if not g["name"].startswith("encoder")]
+        for group in groups:  # the group's own rate; the schedule multiplies it
+            group["lr"] = opt.lr * group.pop("lr_scale")
         if self.optimizer_factory is None:
-            optimizer = adamw(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+            # Lightning's mixed-precision plugin refuses to clip the gradients of a fused optimizer (it would unscale
+            # them itself), so clipping under bf16/16-mixed takes the unfused AdamW: same update, slower kernel.
+            plugin = self.trainer.precision_plugin
+            clipped_amp = bool(self.trainer.gradient_clip_val) and isinstance(plugin, MixedPrecision)
+            optimizer = adamw(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay, fused=not clipped_amp)
         else:
             optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer)}}
         total = int(self.trainer.estimated_stepping_batches)
-        schedule = warmup_cosine(optimizer, total, warmup=self.optim.warmup, min_lr_ratio=self.optim.min_lr_ratio)
+        budget = (lambda: self._budget_spent) if self._time_budget() is not None else None
+        # An encoder that unfreezes later warms up again from its unfreeze step (zero before it).
+        delayed = not isinstance(self.freeze_encoder, bool)
+        scales = [
+            (lambda: encoder_warmup(self, total, opt.warmup))
+            if delayed and g.get("name", "").startswith("encoder")
+            else None
+            for g in optimizer.param_groups
+        ]
+        schedule = warmup_cosine(
+            optimizer, total, warmup=opt.warmup, min_lr_ratio=opt.min_lr_ratio, budget=budget, scales=scales
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _time_budget(self) -> Timer | None:
+        """Lightning's Timer when the run has a time budget (`trainer.max_time`), else None."""
+        trainer = getattr(self, "_trainer", None)
+        timers = [c for c in (trainer.callbacks if trainer else []) if isinstance(c, Timer)]
+        return timers[0] if timers and timers[0].time_remaining() is not None else None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # A budgeted schedule follows the fraction of `max_time` spent. Every process must use the same value (else
+        # their learning rates, and so their weights, drift apart): rank 0 measures, and under DDP it is
+        # broadcast every 10 steps rather than at every step.
+        timer = self._time_budget()
+        if timer is None or (self.trainer.world_size > 1 and self.global_step % 10 and self._budget_spent):
+            return
+        elapsed = timer.time_elapsed()
+        spent = elapsed / max(1e-9, elapsed + timer.time_remaining())
+        self._budget_spent = float(self.trainer.strategy.broadcast(spent, src=0))
 
     def compile_targets(self) -> list[torch.nn.Module]:
         """The modules `compile=True` compiles in place.
@@ -107,14 +166,40 @@ class VitcapTask(pl.LightningModule):
         return [self.model]
 
     def configure_model(self) -> None:
-        # Large float32 CPU training matmuls on oneDNN instead of MKL's sgemm (see vitcap.layers.gemm). Parameters
-        # and state-dict names are unchanged, and CUDA, autocast, compiled and inference calls keep F.linear.
-        use_onednn_linear(self.model)
+        if self._trains_on_cpu():
+            self._choose_linear_backend()
         if self.compile_model and not getattr(self, "_compiled", False):
             # In-place compile keeps parameter names, so checkpoints stay interchangeable with eager models.
             for module in self.compile_targets():
                 module.compile()
             self._compiled = True
+
+    def _trains_on_cpu(self) -> bool:
+        trainer = getattr(self, "_trainer", None)
+        return (
+            trainer is not None
+            and trainer.state.fn == "fit"
+            and trainer.strategy.root_device.type == "cpu"
+            and not self.compile_model
+        )
+
+    def _choose_linear_backend(self) -> None:
+        """Float32 CPU training linears on the faster of F.linear and oneDNN, measured on this machine (rank 0)."""
+        trainer = self.trainer
+        batch_size = int(getattr(trainer.datamodule, "batch_size", 0) or 32)
+        choice = None
+        if trainer.is_global_zero:
+            choice = choose_linear_backend(self.model, self.training_example(batch_size))
+            rank_zero_info(f"vitcap: {choice.describe()}")
+        backend = trainer.strategy.broadcast(choice.backend if choice else None, src=0)
+        apply_linear_backend(self.model, backend)
+        self.linear_backend = backend
+
+    def training_example(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """Model inputs shaped like one training batch (random values), for timing the linear backends."""
+        example = self.example_input_array
+        example = example if isinstance(example, tuple) else (example,)
+        return tuple(x.expand(batch_size, *x.shape[1:]).contiguous() for x in example)
 
     def configure_callbacks(self) -> list[pl.Callback]:
         """Default callbacks: best checkpoint on `monitor`, an always-fresh `last.ckpt`, and LR logging.
@@ -127,6 +212,8 @@ class VitcapTask(pl.LightningModule):
         has_user_ckpt = any(isinstance(c, ModelCheckpoint) and c.monitor is not None for c in existing)
         if not has_user_ckpt and (trainer is None or trainer.checkpoint_callback is not None):
             callbacks += best_and_last_checkpoints(self.monitor, self.monitor_mode)
+        if self.freeze_encoder is not False:
+            callbacks.append(EncoderFreeze(None if self.freeze_encoder is True else int(self.freeze_encoder)))
         if trainer is not None and trainer.logger is not None:
             if not any(isinstance(c, LearningRateMonitor) for c in existing):
                 callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -160,6 +247,31 @@ class VitcapTask(pl.LightningModule):
                 f"{self.task_name!r} model: use a {meta.task} config or checkpoint"
             )
         self.check_compatible(meta)
+
+    def load_init_from(self) -> LoadReport | None:
+        """Copy the weights of the `init_from` checkpoint into `self.model` (nothing when it is unset).
+
+        Raises:
+            CheckpointError: naming the file, when it is not a vitcap checkpoint, was trained for another task or
+                vocabulary, or does not fit the model (the first mismatching tensor is named).
+        """
+        if not self.init_from:
+            return None
+        path = str(self.init_from)
+        try:
+            meta, state = read_checkpoint(path)
+            resized = resize_pos_embed(state, self.model)  # an encoder trained at another image size
+            if meta.task == self.task_name:
+                self.check_compatible(meta)
+                report = load_matching(self.model, state, path)
+            else:  # another task's checkpoint (a classifier for a captioner, ...): its encoder only
+                report = load_matching(self.model, state, path, only=("encoder.",))
+            if resized:
+                report.notes.append("position embeddings resampled to this image size")
+        except CheckpointError as e:  # one line: "model.init_from: PATH: what does not fit"
+            raise CheckpointError(str(e), path=e.path or path, key="model.init_from") from None
+        rank_zero_info(f"model.init_from: {report.summary()}")
+        return report
 
     def check_compatible(self, meta: CheckpointMeta) -> None:
         """Raise `CheckpointError` when a checkpoint's vocabulary / classes differ from what the data module built."""

@@ -1,10 +1,12 @@
-"""CaptioningTask: teacher-forced training of a Captioner, caption metrics on validation and test."""
+"""CaptioningTask: training of a Captioner (teacher-forced cross-entropy or self-critical), caption metrics on
+validation and test."""
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,7 @@ from vitcap.models.registry import DecoderOverrides, EncoderOverrides, ModelSpec
 from vitcap.overrides import apply_overrides
 from vitcap.tasks.base import VitcapTask, with_data_image_size
 from vitcap.tasks.optim import OptimConfig
+from vitcap.tasks.scst import ScstConfig, ScstReward, scst_step
 from vitcap.tokenizer import CaptionTokenizer
 
 # Metrics on pycocoevalcap's 0-1 scale (CIDEr-D: its x10 scale) are logged x100, the scale papers report.
@@ -72,7 +75,12 @@ class CaptioningTask(VitcapTask):
         label_smoothing: Label smoothing of the token cross-entropy.
         eval_generate: Generate captions and compute caption metrics during validation.
         num_logged_captions: Captions of fixed validation images printed and saved after each validation.
-        optim, optimizer, scheduler, compile, monitor: See `VitcapTask`.
+        objective: "xe": token cross-entropy with teacher forcing; "scst": self-critical sequence training, which
+            samples captions and raises the probability of those whose CIDEr-D beats a baseline
+            (`vitcap.tasks.scst`). Start SCST from a cross-entropy model (`init_from`); it needs a caption data
+            module (the training references and their document frequencies are read once in `setup`).
+        scst: Settings of the SCST objective (`ScstConfig`: samples per image, baseline, temperature, ...).
+        optim, optimizer, scheduler, compile, monitor, init_from, freeze_encoder: See `VitcapTask`.
     """
 
     task_name = "captioning"
@@ -89,13 +97,24 @@ class CaptioningTask(VitcapTask):
         label_smoothing: float = 0.0,
         eval_generate: bool = True,
         num_logged_captions: int = 4,
+        objective: Literal["xe", "scst"] = "xe",
+        scst: ScstConfig | None = None,
         optim: OptimConfig | None = None,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
         monitor: str = "val/bleu4",
+        init_from: str | None = None,
+        freeze_encoder: bool | int = False,
     ) -> None:
-        super().__init__(optim, optimizer, scheduler, compile, monitor)
+        super().__init__(optim, optimizer, scheduler, compile, monitor, init_from, freeze_encoder)
+        if objective not in ("xe", "scst"):
+            raise ConfigError(f"expected 'xe' or 'scst', got {objective!r}", key="model.objective")
+        if scst is not None and objective != "scst":
+            raise ConfigError(
+                "SCST settings are given but model.objective is 'xe': set model.objective: scst, or drop model.scst",
+                key="model.scst",
+            )
         if not tokenizer:
             raise ConfigError(
                 "a captioner needs a tokenizer: link it from a caption data module", key="model.tokenizer"
@@ -130,18 +149,32 @@ class CaptioningTask(VitcapTask):
         self.val_metrics = CaptionMetrics()
         self.test_metrics = CaptionMetrics()
         self._samples: list[tuple[str, str, list[str]]] = []
+        self.objective = objective
+        self.scst = scst if scst is not None else ScstConfig()
+        if objective == "scst":
+            self.scst.sampling(self.generation)  # a bad length fails now, not at the first step
+        self.reward: ScstReward | None = None  # built in setup("fit") from the training references
+        self._step_start = 0.0
+        self._reward_seconds = 0.0
         size = enc_cfg.img_size or 224
         # Lightning's model summary counts FLOPs (torch's FlopCounter) on this example.
         self.example_input_array = (
             torch.zeros(1, enc_cfg.in_chans, size, size),
             torch.full((1, min(rows, 16)), self.bos_id, dtype=torch.long),
         )
+        self.load_init_from()
 
     # ------------------------------------------------------------------------------------------------------ steps
     def compile_targets(self) -> list[torch.nn.Module]:
         # The steps call `model.encode` and `model.forward_memory`, never `model(...)`: compiling the Captioner
         # itself would compile nothing that training runs. Encoder and decoder are called as modules.
         return [self.model.encoder, self.model.decoder]
+
+    def training_example(self, batch_size: int) -> tuple[Tensor, ...]:
+        images, _ = self.example_input_array
+        length = max(1, (self.hparams.max_length or 17) - 1)  # decoder input rows: the caption without its EOS
+        tokens = torch.full((batch_size, length), self.bos_id, dtype=torch.long)
+        return images.expand(batch_size, *images.shape[1:]).contiguous(), tokens
 
     def forward(self, images: Tensor, tokens: Tensor) -> Tensor:
         return self.model(images, tokens)
@@ -155,10 +188,81 @@ class CaptioningTask(VitcapTask):
         loss, ntokens = caption_loss(logits, tokens[:, 1:], self.pad_id, self.label_smoothing)
         return loss, ntokens, memory
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.objective == "scst" and self.reward is None:
+            self.reward = self._build_reward()
+
+    def _build_reward(self) -> ScstReward:
+        """The CIDEr-D reward over the data module's training references (document frequencies computed once)."""
+        trainer = getattr(self, "_trainer", None)  # None outside `trainer.fit` (the `trainer` property raises)
+        datamodule = getattr(trainer, "datamodule", None)
+        sources = getattr(datamodule, "sources", None)
+        train = sources.get("train") if isinstance(sources, dict) else None
+        if train is None:
+            raise ConfigError(
+                "SCST rewards captions against the training references: use a caption data module "
+                "(vitcap.data.CaptionDataModule) that has a training split",
+                key="model.objective",
+            )
+        start = time.perf_counter()
+        reward = ScstReward(self.tokenizer, train.ids, train.captions, self.scst.include_eos)
+        rank_zero_info(
+            f"SCST reward: CIDEr-D document frequencies of {reward.cider.num_images} training images "
+            f"({reward.cider.num_ngrams} n-grams) in {time.perf_counter() - start:.1f}s"
+        )
+        return reward
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        if self.objective == "scst":
+            return self._scst_step(batch)
         loss, _, _ = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["tokens"].shape[0])
         return loss
+
+    def _scst_step(self, batch: dict[str, Any]) -> Tensor:
+        if self.reward is None:  # trained outside `trainer.fit`'s setup (a custom loop)
+            self.reward = self._build_reward()
+        images = batch["images"]
+        memory = self.model.encode(images)
+        out = scst_step(
+            self.model,
+            memory,
+            batch["ids"],
+            self.reward,
+            self.scst,
+            self.generation,
+            bos_id=self.bos_id,
+            eos_id=self.eos_id,
+            pad_id=self.pad_id,
+        )
+        B = images.shape[0]
+        self._reward_seconds = out.reward_seconds
+        loss = out.loss
+        if self.scst.xe_weight > 0:  # mixed objective: the references' cross-entropy, on the same image memory
+            xe, _, _ = self._loss(batch, memory)
+            loss = loss + self.scst.xe_weight * xe
+            self.log("train/xe_loss", xe.detach(), batch_size=B)
+        stats = {  # rewards x100: the scale of val/cider_d
+            "loss": loss.detach(),
+            "scst_reward": out.rewards.mean() * 100,
+            "scst_reward_std": out.rewards.std() * 100,
+            "scst_baseline": out.baselines.mean() * 100,
+            "scst_advantage": out.advantages.mean() * 100,
+            "scst_sample_length": out.sample_length.mean(),
+            "scst_distinct": torch.tensor(out.distinct),
+        }
+        for name, value in stats.items():
+            self.log(f"train/{name}", value, prog_bar=name in ("loss", "scst_reward"), batch_size=B)
+        return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # The whole step (forward, backward, optimizer), so the share says what the reward costs in training time.
+        if self.objective == "scst" and self._step_start:
+            step = time.perf_counter() - self._step_start
+            self.log("train/scst_reward_time_share", self._reward_seconds / max(step, 1e-9), batch_size=1)
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
         loss, ntokens, memory = self._loss(batch)

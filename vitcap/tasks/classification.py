@@ -56,7 +56,7 @@ class ClassificationTask(VitcapTask):
         drop_rate: Dropout before the head.
         label_smoothing: Label smoothing of the cross-entropy (also applied to mixed targets).
         mixup: Mixup / CutMix settings (off by default).
-        optim, optimizer, scheduler, compile, monitor: See `VitcapTask`.
+        optim, optimizer, scheduler, compile, monitor, init_from, freeze_encoder: See `VitcapTask`.
     """
 
     task_name = "classification"
@@ -76,8 +76,10 @@ class ClassificationTask(VitcapTask):
         scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
         monitor: str = "val/acc",
+        init_from: str | None = None,
+        freeze_encoder: bool | int = False,
     ) -> None:
-        super().__init__(optim, optimizer, scheduler, compile, monitor)
+        super().__init__(optim, optimizer, scheduler, compile, monitor, init_from, freeze_encoder)
         if not class_names or len(class_names) < 2:
             raise ConfigError(
                 "a classifier needs at least 2 class names: link them from a classification data module",
@@ -109,6 +111,7 @@ class ClassificationTask(VitcapTask):
         self.test_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
         size = enc_cfg.img_size or 224
         self.example_input_array = torch.zeros(1, enc_cfg.in_chans, size, size)  # FLOPs in the model summary
+        self.load_init_from()
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)

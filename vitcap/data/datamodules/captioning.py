@@ -1,4 +1,5 @@
-"""`CaptionDataModule`: the built-in shapes or any caption file/folder, with a tokenizer trained on its train split."""
+"""`CaptionDataModule`: the built-in shapes, any caption file/folder or tar shards, with a tokenizer trained on its
+train split."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from torch.utils.data import DataLoader
 from vitcap.data.captions import SPLITS, read_captions
 from vitcap.data.collate import CaptionEvalCollate, CaptionTrainCollate
 from vitcap.data.datamodules.loaders import make_loader
+from vitcap.data.datamodules.shards import CaptionDecode, ShardData, ShardOptions
 from vitcap.data.datasets import CaptionEvalDataset, CaptionTrainDataset, FileCaptionSource, ShapesCaptionSource
+from vitcap.data.shards.index import is_shard_spec
 from vitcap.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -28,14 +31,15 @@ __all__ = ["CaptionDataModule"]
 
 
 class CaptionDataModule(L.LightningDataModule):
-    """Captioning data: the built-in shapes or any caption file/folder ``read_captions`` reads.
+    """Captioning data: the built-in shapes, any caption file/folder ``read_captions`` reads, or tar shards.
 
     Training batches hold one (image, caption) pair per row; validation/test batches hold each image once with
     all its references (see ``vitcap.data.collate``). The tokenizer is trained on the training split's captions
     only.
 
     Args:
-        data: ``"shapes"`` or a caption file / folder.
+        data: ``"shapes"``, a caption file / folder, or WebDataset tar shards (``"shards/{00000..00127}.tar"``, a
+            glob, or a folder from ``vitcap data shards``; see ``vitcap.data.datamodules.shards``).
         format: Caption format for files (``"auto"`` detects it).
         images_dir: Root of the image paths in the caption file (default: see ``read_captions``).
         img_size: Model input side in pixels.
@@ -64,6 +68,7 @@ class CaptionDataModule(L.LightningDataModule):
         std: Normalisation std per channel.
         interpolation: Resize interpolation.
         crop_pct: Evaluation centre-crop fraction.
+        shards: Tar shards: validation/test patterns, shuffle buffer, resampling (``ShardOptions``).
 
     Attributes:
         max_length: Caption length: the most token ids in one row of ``tokens``, counting ``[BOS]`` and ``[EOS]``
@@ -99,6 +104,7 @@ class CaptionDataModule(L.LightningDataModule):
         std: Sequence[float] = IMAGENET_STD,
         interpolation: str = "bicubic",
         crop_pct: float = 1.0,
+        shards: ShardOptions | None = None,
     ) -> None:
         super().__init__()
         if max_length < 2:
@@ -129,6 +135,7 @@ class CaptionDataModule(L.LightningDataModule):
         else:
             self._tokenizer = None
         self._sources: dict[str, FileCaptionSource | ShapesCaptionSource] | None = None
+        self._shards = ShardData(data, shards) if is_shard_spec(data) else None
 
     # -- what the model needs before it is built ------------------------------------------------------------
 
@@ -162,7 +169,10 @@ class CaptionDataModule(L.LightningDataModule):
         captions on first access.
         """
         if self._tokenizer is None:
-            captions = [c for caps in self.sources["train"].captions for c in caps]
+            if self._shards is not None:  # one streaming pass over the caption members; no image is read
+                captions = self._shards.captions()
+            else:
+                captions = (c for caps in self.sources["train"].captions for c in caps)
             kind = self.tokenizer_spec
             vocab_size = self.bpe_vocab_size if kind == "bpe" else None
             self._tokenizer = CaptionTokenizer.train(captions, kind=kind, min_freq=self.min_freq, vocab_size=vocab_size)
@@ -186,7 +196,13 @@ class CaptionDataModule(L.LightningDataModule):
 
     @property
     def sources(self) -> dict[str, FileCaptionSource | ShapesCaptionSource]:
-        """Images and captions per split (``train``/``val``/``test``), read on first access."""
+        """Images and captions per split (``train``/``val``/``test``), read on first access (not for shards)."""
+        if self._shards is not None:
+            raise ConfigError(
+                f"{self.data}: tar shards are streamed, so their captions are not held in memory (needed by SCST "
+                "rewards and the map-style datasets); use a caption file",
+                key="data.data",
+            )
         if self._sources is None:
             self._sources = self._read_sources()
         return self._sources
@@ -216,6 +232,10 @@ class CaptionDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Read the data and build the tokenizer (idempotent)."""
+        if self._shards is not None:
+            _ = self._shards.splits, self.tokenizer
+            self._shards.attach(self.trainer)
+            return
         _ = self.sources, self.tokenizer
 
     def _train_transform(self):
@@ -233,7 +253,21 @@ class CaptionDataModule(L.LightningDataModule):
             raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         return CaptionEvalDataset(self.sources[split], build_eval_transform(self._preprocessing))
 
+    def _trainer(self):
+        return self.trainer
+
+    def _shard_eval_loader(self, split: str, with_tokens: bool = True) -> DataLoader:
+        collate = CaptionEvalCollate(self.tokenizer, self.max_length, with_tokens=with_tokens)
+        decode = CaptionDecode(build_eval_transform(self._preprocessing), all_captions=True)
+        return self._shards.eval_loader(split, decode, collate, self.eval_batch_size, self.num_workers)
+
     def train_dataloader(self) -> DataLoader:
+        if self._shards is not None:
+            decode = CaptionDecode(self._train_transform(), all_captions=self.group_captions)
+            collate = (CaptionEvalCollate if self.group_captions else CaptionTrainCollate)(
+                self.tokenizer, self.max_length
+            )
+            return self._shards.train_loader(decode, collate, self.batch_size, self.num_workers, self._trainer)
         if self.group_captions:
             dataset = CaptionEvalDataset(self.sources["train"], self._train_transform())
             collate = CaptionEvalCollate(self.tokenizer, self.max_length)
@@ -242,15 +276,21 @@ class CaptionDataModule(L.LightningDataModule):
         return make_loader(self.train_dataset(), self.batch_size, True, self.num_workers, collate)
 
     def val_dataloader(self) -> DataLoader:
+        if self._shards is not None:
+            return self._shard_eval_loader("val")
         collate = CaptionEvalCollate(self.tokenizer, self.max_length)
         return make_loader(self.eval_dataset("val"), self.eval_batch_size, False, self.num_workers, collate)
 
     def test_dataloader(self) -> DataLoader:
+        if self._shards is not None:
+            return self._shard_eval_loader("test")
         collate = CaptionEvalCollate(self.tokenizer, self.max_length)
         return make_loader(self.eval_dataset("test"), self.eval_batch_size, False, self.num_workers, collate)
 
     def predict_dataloader(self) -> DataLoader:
         """Test-split images with ``ids`` and ``references`` (no tokens)."""
+        if self._shards is not None:
+            return self._shard_eval_loader("test", with_tokens=False)
         collate = CaptionEvalCollate(self.tokenizer, self.max_length, with_tokens=False)
         return make_loader(self.eval_dataset("test"), self.eval_batch_size, False, self.num_workers, collate)
 

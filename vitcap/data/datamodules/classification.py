@@ -1,4 +1,5 @@
-"""`ClassificationDataModule`: built-in shapes, MNIST/Fashion-MNIST (IDX files), CIFAR-10 or an image-folder tree."""
+"""`ClassificationDataModule`: built-in shapes, MNIST/Fashion-MNIST (IDX files), CIFAR-10, an image-folder tree or
+tar shards."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ from vitcap.data.classification import (
 )
 from vitcap.data.collate import classification_collate
 from vitcap.data.datamodules.loaders import make_loader
+from vitcap.data.datamodules.shards import LabelDecode, ShardData, ShardOptions
 from vitcap.data.datasets import FileClassificationDataset, ShapesClassificationDataset, TensorClassificationDataset
 from vitcap.data.shapes import CLASS_NAMES as SHAPES_CLASS_NAMES
+from vitcap.data.shards.index import is_shard_spec
 from vitcap.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -60,7 +63,8 @@ class ClassificationDataModule(L.LightningDataModule):
 
     Args:
         data: ``"shapes"``, ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"idx"`` (raw IDX files in
-            ``root``) or a path to an image-folder tree.
+            ``root``), a path to an image-folder tree, or WebDataset tar shards with ``KEY.cls`` class indices
+            (``"shards/{00000..00127}.tar"``, a glob, or a folder from ``vitcap data shards``).
         root: Directory of the MNIST/Fashion-MNIST/IDX files or of torchvision's data sets.
         test_root: Directory with the ``t10k-*`` IDX files when not in ``root``.
         img_size: Model input side (default: the data's native size; 224 for image folders).
@@ -85,6 +89,7 @@ class ClassificationDataModule(L.LightningDataModule):
         std: Normalisation std (default per data set).
         interpolation: Resize interpolation.
         crop_pct: Evaluation centre-crop fraction.
+        shards: Tar shards: validation/test patterns, shuffle buffer, resampling (``ShardOptions``).
     """
 
     def __init__(
@@ -114,10 +119,12 @@ class ClassificationDataModule(L.LightningDataModule):
         std: Sequence[float] | None = None,
         interpolation: str = "bicubic",
         crop_pct: float = 1.0,
+        shards: ShardOptions | None = None,
     ) -> None:
         super().__init__()
         builtin = _BUILTIN.get(data)
-        if builtin is None and not Path(data).is_dir():
+        self._shards = ShardData(data, shards) if builtin is None and is_shard_spec(data) else None
+        if builtin is None and self._shards is None and not Path(data).is_dir():
             raise ConfigError(f"data must be one of {sorted(_BUILTIN)} or an image-folder directory; got {data!r}")
         if data in ("mnist", "fashion_mnist", "cifar10", "idx") and root is None:
             raise ConfigError(f"data={data!r} needs root= (the directory holding the files)")
@@ -172,6 +179,10 @@ class ClassificationDataModule(L.LightningDataModule):
     @property
     def class_names(self) -> list[str]:
         """Class names; ``class_names[label]`` names the class of ``labels`` value ``label``."""
+        if self._class_names is None and self._shards is not None:
+            _ = self._shards.splits  # reads the index, which may name the classes
+            names = self._shards.class_names
+            self._class_names = list(names) if names else [str(i) for i in range(self._shards.num_classes_seen())]
         if self._class_names is None:
             if self.data == "idx":
                 pair = find_idx_pair(self.root, "train")
@@ -200,11 +211,17 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Load the data (idempotent)."""
+        if self._shards is not None:
+            _ = self._shards.splits, self.class_names
+            self._shards.attach(self.trainer)
+            return
         if self._splits is None:
             self._splits = self._build()
 
     def dataset(self, split: Literal["train", "val", "test"]) -> Dataset:
-        """The data set of one split (training augmentation on ``train``)."""
+        """The data set of one split (training augmentation on ``train``; not for shards, which are streamed)."""
+        if self._shards is not None:
+            raise ConfigError(f"{self.data}: tar shards are streamed; they have no map-style data set", key="data.data")
         self.setup()
         return self._splits[split]
 
@@ -298,13 +315,32 @@ class ClassificationDataModule(L.LightningDataModule):
             "test": make(splits["test"], eval_tf),
         }
 
+    def _trainer(self):
+        return self.trainer
+
+    def _shard_loader(self, split: str) -> DataLoader:
+        train_tf, eval_tf = self._transforms()
+        if split == "train":
+            decode = LabelDecode(train_tf, self.num_classes)
+            return self._shards.train_loader(
+                decode, classification_collate, self.batch_size, self.num_workers, self._trainer
+            )
+        decode = LabelDecode(eval_tf, self.num_classes)
+        return self._shards.eval_loader(split, decode, classification_collate, self.eval_batch_size, self.num_workers)
+
     def train_dataloader(self) -> DataLoader:
+        if self._shards is not None:
+            return self._shard_loader("train")
         return make_loader(self.dataset("train"), self.batch_size, True, self.num_workers, classification_collate)
 
     def val_dataloader(self) -> DataLoader:
+        if self._shards is not None:
+            return self._shard_loader("val")
         return make_loader(self.dataset("val"), self.eval_batch_size, False, self.num_workers, classification_collate)
 
     def test_dataloader(self) -> DataLoader:
+        if self._shards is not None:
+            return self._shard_loader("test")
         return make_loader(self.dataset("test"), self.eval_batch_size, False, self.num_workers, classification_collate)
 
     def predict_dataloader(self) -> DataLoader:
