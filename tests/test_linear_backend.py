@@ -79,12 +79,17 @@ def test_auto_measures_once_then_reads_the_cache(tmp_path: Path, monkeypatch: py
 
 @pytest.mark.skipif(not onednn_linear_available(), reason="this torch build has no usable oneDNN linear")
 def test_measuring_leaves_the_model_as_it_was() -> None:
-    model, example = _model_and_example()
+    # A CNN encoder: training-mode steps update BatchNorm statistics, which measuring must put back.
+    model = create_captioner(
+        "cnn-tiny", vocab_size=V, encoder={"embed_dim": 32, "out_index": 2}, decoder={"embed_dim": 32, "num_heads": 2}
+    ).train()
+    example = (torch.randn(4, 3, 32, 32), torch.randint(3, V, (4, 9)))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    seconds = measure(model, example, repeats=1)
+    with torch.random.fork_rng(devices=[]):  # as choose_linear_backend does
+        seconds = measure(model, example, repeats=1)
     assert set(seconds) == {"torch", "onednn"} and all(s > 0 for s in seconds.values())
     assert model.training and all(p.grad is None for p in model.parameters())
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert torch.equal(rng, torch.get_rng_state())  # no dropout draws: random streams untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running statistics included
+    assert torch.equal(rng, torch.get_rng_state())
     assert linear_backend.MARGIN < 1

@@ -127,6 +127,8 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu", weights_only:
     try:
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():  # not a pickle at all (a text file, random bytes)
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(e).strip() or type(e).__name__})") from None
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"{path}: refused: the file holds Python objects that weights_only loading does not allow "

@@ -4,7 +4,8 @@ Rennie et al. 2017 ("Self-critical sequence training for image captioning"), wit
 ("A better variant of self-critical sequence training"). One step, for a batch of B images:
 
 1. the images are encoded once (`memory`, with gradient);
-2. k captions per image are sampled through the KV-cache decoder (`vitcap.generate.sample`), without gradient;
+2. k captions per image are sampled through the KV-cache decoder (`vitcap.generate.sample`), without gradient
+   (or, with `sample_method: beam`, the k best beams of a beam search, as the M2 Transformer's SCST);
 3. each sample is rewarded with its sentence CIDEr-D against the image's training references (`ScstReward`: token
    ids -> COCO words -> n-grams, document frequencies from the training references, computed once);
 4. baseline: the mean reward of the image's other k - 1 samples ("mean", default), or the reward of its greedy

@@ -121,13 +121,15 @@ def _write_cache(path: Path, key: str, choice: LinearChoice) -> None:
 
 
 def measure(model: nn.Module, example: tuple[Tensor, ...], repeats: int = 5) -> dict[str, float]:
-    """Median seconds of one forward + backward of `model(*example)` per backend, the backends taking turns.
+    """Median seconds of one training-mode forward + backward of `model(*example)` per backend, taking turns.
 
-    The model is timed in eval mode (no dropout draws from the random streams, no BatchNorm statistics updated)
-    with gradients on, and its gradients are dropped afterwards: training state is left as it was.
+    Timed in train mode, as training runs (BatchNorm in eval mode takes other, slower backward kernels on CPU, which
+    would skew the comparison); its buffers (BatchNorm statistics) are restored and its gradients dropped
+    afterwards, and the caller forks the random state, so training is left exactly as it was.
     """
+    buffers = {name: buf.detach().clone() for name, buf in model.named_buffers()}
     was_training = model.training
-    model.eval()
+    model.train()
     times: dict[str, list[float]] = {name: [] for name in BACKENDS}
 
     def step() -> None:
@@ -145,6 +147,9 @@ def measure(model: nn.Module, example: tuple[Tensor, ...], repeats: int = 5) -> 
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+        with torch.no_grad():
+            for name, buf in model.named_buffers():
+                buf.copy_(buffers[name])
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
