@@ -8,8 +8,9 @@ runtime (`vitcap.deploy.runtime`) reads images on machines without torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vitcap.lazy import lazy_exports
 
 if TYPE_CHECKING:  # for type checkers and the architecture check; at run time the names load in __getattr__
     from vitcap.data.captions import (
@@ -105,13 +106,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"vitcap.data.{_EXPORTS[name]}"), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module 'vitcap.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,7 +13,9 @@ The names below load on first use, so `from vitcap.deploy import load_onnx` does
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vitcap.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vitcap.deploy.onnx_export import export_onnx
@@ -22,13 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["OnnxCaptionPipeline", "OnnxClassifyPipeline", "export_onnx", "load_onnx"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "export_onnx":
-        from vitcap.deploy.onnx_export import export_onnx
-
-        return export_onnx
-    if name in ("OnnxCaptionPipeline", "OnnxClassifyPipeline", "load_onnx"):
-        from vitcap.deploy import runtime
-
-        return getattr(runtime, name)
-    raise AttributeError(f"module 'vitcap.deploy' has no attribute {name!r}")
+_EXPORTS = {
+    "export_onnx": "onnx_export",
+    "OnnxCaptionPipeline": "runtime",
+    "OnnxClassifyPipeline": "runtime",
+    "load_onnx": "runtime",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

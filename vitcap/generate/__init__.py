@@ -31,10 +31,11 @@ Modules, in import order:
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from vitcap.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the names load on first use (below), so `vitcap.generate.config` imports without torch
     from vitcap.generate.base import generate, generate_from_memory
@@ -59,12 +60,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"vitcap.generate.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vitcap.generate' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 class _Package(types.ModuleType):

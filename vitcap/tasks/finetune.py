@@ -120,17 +120,7 @@ def param_groups_for(
         decays = group.get("weight_decay", weight_decay) != 0.0
         name = f"encoder.layer_{ranks[scale]}" + ("" if decays else ".no_decay")
         encoder_groups.append({**group, "name": name, "lr_scale": scale * encoder_lr_mult})
-    covered = {id(p) for g in encoder_groups for p in g["params"]}
-    extra = [p for p in encoder.parameters() if id(p) not in covered]  # encoder parameters outside the timm ViT
-    if extra:
-        encoder_groups += _named(param_groups(_Holder(extra), include_frozen=True), "encoder.extra", encoder_lr_mult)
     return encoder_groups + groups
-
-
-class _Holder(nn.Module):
-    def __init__(self, params: list[nn.Parameter]) -> None:
-        super().__init__()
-        self.params = nn.ParameterList(params)
 
 
 def resize_pos_embed(state: dict[str, Tensor], model: nn.Module) -> bool:

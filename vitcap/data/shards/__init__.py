@@ -7,8 +7,9 @@ The names load on first use, so `vitcap.data.shards.index` (pattern expansion, c
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vitcap.lazy import lazy_exports
 
 if TYPE_CHECKING:  # for type checkers and the architecture check
     from vitcap.data.shards.index import INDEX_NAME, Shard, ShardSet, expand_shards, is_shard_spec, shard_set
@@ -49,9 +50,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"vitcap.data.shards.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vitcap.data.shards' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
