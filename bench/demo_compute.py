@@ -35,7 +35,9 @@ def main(argv: list[str]) -> None:
         loss.backward()
     flops = int(counter.get_total_flops())
     accumulate = trainer.accumulate_grad_batches
-    steps = len(loader) // accumulate * trainer.max_epochs
+    steps = len(loader) // accumulate * max(1, trainer.max_epochs or 1)
+    if trainer.max_steps and trainer.max_steps > 0:  # a step budget ends the run first
+        steps = min(steps, trainer.max_steps)
     result = {
         "bench": "demo_compute",
         "config": argv,

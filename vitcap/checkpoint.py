@@ -51,7 +51,7 @@ FORMAT = 2  # 1: vitcap 0.1 (task constructor arguments only); 2: a resolved mod
 EXPORT_CONFIG = "config.json"
 EXPORT_WEIGHTS = "model.safetensors"
 MODEL_PREFIX = "model."  # Lightning state-dict keys of the task's `model` attribute
-TASKS = ("captioning", "classification")
+TASKS = ("captioning", "classification", "joint")  # joint: one encoder, a caption decoder and a class head
 
 
 @dataclass
@@ -59,12 +59,12 @@ class CheckpointMeta:
     """What rebuilds a trained model besides its weights.
 
     Attributes:
-        task: "captioning" or "classification".
+        task: "captioning", "classification" or "joint" (both: tokenizer and class names).
         model: The model spec (`vitcap.models.registry.ModelSpec.to_dict()`); empty for format-1 checkpoints.
         tokenizer: Serialised `CaptionTokenizer` (captioners); it defines the special ids.
         preprocessing: Evaluation preprocessing (`vitcap.data.transforms.make_preprocessing`).
         generation: Default decoding (`GenerationConfig` fields) of a captioner.
-        class_names: Class names of a classifier, in output order.
+        class_names: Class names of a classifier (or joint model), in output order.
         metrics: Metrics logged when the checkpoint was written (for model cards), name -> value.
         version: vitcap version that wrote it.
         format: Container format (`FORMAT`).

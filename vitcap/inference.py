@@ -22,6 +22,7 @@ from vitcap.data.images import load_image
 from vitcap.data.transforms import build_eval_transform
 from vitcap.errors import CheckpointError, ConfigError
 from vitcap.generate import GenerationConfig, attention_grid, generate
+from vitcap.models.joint import JointModel
 from vitcap.models.registry import ModelSpec, resolve_configs
 from vitcap.results import CaptionResult
 from vitcap.tokenizer import CaptionTokenizer
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 ImageInput = str | os.PathLike | Image.Image | Tensor
+USES = ("captioning", "classification")  # what a pipeline does; a joint checkpoint serves both
 
 
 # ---------------------------------------------------------------------------------------------------- rebuilding
@@ -80,19 +82,34 @@ def build_model(meta: CheckpointMeta, state: dict[str, Tensor], source: str | os
     return model.eval()
 
 
-def load(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> CaptionPipeline | ClassifyPipeline:
+def load(
+    checkpoint: str | os.PathLike, device: str | torch.device = "cpu", task: str | None = None
+) -> CaptionPipeline | ClassifyPipeline:
     """Load a trained model for inference.
 
     Args:
         checkpoint: A `.ckpt` file from training or a folder from `vitcap export`.
         device: Where to run the model ("cpu", "cuda", "cuda:1", ...).
+        task: "captioning" or "classification": the use asked for. A joint checkpoint (one encoder with a caption
+            decoder and a classification head) serves both and captions by default; any other checkpoint must be
+            of that task. None: whatever the checkpoint is.
 
     Returns:
         A `CaptionPipeline` (`.caption(images, ...)`) or a `ClassifyPipeline` (`.classify(images, ...)`).
+
+    Raises:
+        CheckpointError: naming the file, when it cannot be read or is not a model for `task`.
     """
+    if task not in (None, *USES):
+        raise ConfigError(f"expected one of {list(USES)}, got {task!r}", key="task")
     meta, state = read_checkpoint(checkpoint)
+    if task is not None and meta.task not in (task, "joint"):
+        raise CheckpointError(f"{checkpoint}: a {meta.task} checkpoint; this needs a {task} model")
+    use = task or ("captioning" if meta.task == "joint" else meta.task)
     model = build_model(meta, state, checkpoint).to(device)
-    pipeline = CaptionPipeline if meta.task == "captioning" else ClassifyPipeline
+    if use == "classification" and isinstance(model, JointModel):
+        model = model.as_classifier()
+    pipeline = CaptionPipeline if use == "captioning" else ClassifyPipeline
     return pipeline(model, meta, torch.device(device), source=checkpoint)
 
 
@@ -114,6 +131,8 @@ def current_meta(meta: CheckpointMeta) -> CheckpointMeta:
 
 # ------------------------------------------------------------------------------------------------------- pipelines
 class _Pipeline:
+    use = ""  # "captioning" or "classification"
+
     def __init__(
         self, model: nn.Module, meta: CheckpointMeta, device: torch.device, source: str | os.PathLike = ""
     ) -> None:
@@ -129,7 +148,8 @@ class _Pipeline:
 
     @property
     def task(self) -> str:
-        return self.meta.task
+        """What this pipeline does ("captioning" / "classification"); `meta.task` says what was trained."""
+        return self.use
 
     def load_images(self, images: Iterable[ImageInput]) -> Tensor:
         """Preprocess paths / PIL images / tensors into a (B, C, H, W) batch (tensors are taken as preprocessed)."""
@@ -152,6 +172,8 @@ class _Pipeline:
 
 class CaptionPipeline(_Pipeline):
     """Caption images with a trained captioner (see `vitcap.load`)."""
+
+    use = "captioning"
 
     def __init__(
         self, model: nn.Module, meta: CheckpointMeta, device: torch.device, source: str | os.PathLike = ""
@@ -206,6 +228,8 @@ class CaptionPipeline(_Pipeline):
 
 class ClassifyPipeline(_Pipeline):
     """Classify images with a trained classifier (see `vitcap.load`)."""
+
+    use = "classification"
 
     @property
     def class_names(self) -> list[str]:

@@ -169,7 +169,7 @@ class BulkCaptioner(L.LightningModule):
         from vitcap.inference import load
 
         if self.pipeline is None:
-            self.pipeline = load(self.checkpoint)
+            self.pipeline = load(self.checkpoint, task="captioning")
             self.model = self.pipeline.model  # a submodule, so Lightning moves it to this process's device
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
@@ -309,7 +309,7 @@ def run_bulk(args: Any, decoding: dict[str, Any]) -> int:
     start = time.perf_counter()
     try:
         meta, _ = read_checkpoint(args.checkpoint)  # the model itself is loaded in each process
-        if meta.task != "captioning":
+        if meta.task not in ("captioning", "joint"):
             raise ConfigError(f"{args.checkpoint}: a {meta.task} checkpoint; this command needs a captioning model")
         if args.save_attention:
             raise ConfigError("--save-attention is for single images, not bulk runs (--out)", key="--save-attention")

@@ -57,8 +57,9 @@ def _load_batches(paths: list[Path], batch_size: int) -> Iterator[tuple[list[Pat
         yield [], [], failed
 
 
-def _load(args: Any) -> Any:
-    """The pipeline of `args.checkpoint` for `args.runtime` (None when the PyTorch runtime is asked for without torch)."""
+def _load(args: Any, kind: str) -> Any:
+    """The `kind` pipeline of `args.checkpoint` for `args.runtime` (None when the PyTorch runtime is asked for without
+    torch); a joint checkpoint gives the pipeline of its `kind` head."""
     if getattr(args, "runtime", "torch") == "onnx":
         from vitcap.deploy.runtime import load_onnx  # onnxruntime and numpy only
 
@@ -71,7 +72,7 @@ def _load(args: Any) -> Any:
         if e.name == "torch":
             return None
         raise
-    return load(args.checkpoint, device=args.device)
+    return load(args.checkpoint, device=args.device, task=kind)
 
 
 def run_on_images(args: Any, kind: str, handle_batch: Callable[[Any, list[Path], list[Any]], None]) -> int:
@@ -81,7 +82,7 @@ def run_on_images(args: Any, kind: str, handle_batch: Callable[[Any, list[Path],
     any failed, 2 for a checkpoint that cannot be used, 0 otherwise.
     """
     try:
-        pipeline = _load(args)
+        pipeline = _load(args, kind)
     except UserError as e:
         return fail(one_line(e))
     if pipeline is None:

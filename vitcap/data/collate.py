@@ -3,7 +3,8 @@
 Captioning batches: ``images`` (B, 3, H, W) float, ``tokens`` (M, T) long right-padded with ``pad_id``
 (``[BOS] ... [EOS]``), ``caption_index`` (M,) long (row of ``images`` each caption belongs to), ``ids`` (B image
 ids); evaluation batches add ``references`` (B lists of raw captions) and tokenise every reference (M = total
-references), training batches have one caption per image (M = B, ``caption_index = arange(B)``).
+references), training batches have one caption per image (M = B, ``caption_index = arange(B)``). Both add
+``labels`` (B,) long when the samples carry class labels (shapes: for joint classification + captioning).
 Classification batches: ``images``, ``labels`` (B,) long, ``ids``.
 """
 
@@ -31,12 +32,13 @@ class CaptionTrainCollate:
 
     def __call__(self, samples: Sequence[dict]) -> dict:
         B = len(samples)
-        return {
+        batch = {
             "images": torch.stack([s["image"] for s in samples]),  # (B, C, H, W)
             "tokens": self.tokenizer.encode_batch([s["caption"] for s in samples], self.max_length),  # (B, T)
             "caption_index": torch.arange(B, dtype=torch.long),
             "ids": [s["id"] for s in samples],
         }
+        return _add_labels(batch, samples)
 
 
 class CaptionEvalCollate:
@@ -64,7 +66,13 @@ class CaptionEvalCollate:
             batch["caption_index"] = torch.repeat_interleave(
                 torch.arange(len(samples)), torch.tensor([len(r) for r in references])
             )  # (M,)
-        return batch
+        return _add_labels(batch, samples)
+
+
+def _add_labels(batch: dict, samples: Sequence[dict]) -> dict:
+    if samples and all("label" in s for s in samples):
+        batch["labels"] = torch.tensor([s["label"] for s in samples], dtype=torch.long)  # (B,)
+    return batch
 
 
 def classification_collate(samples: Sequence[dict]) -> dict:

@@ -59,6 +59,7 @@ class FileCaptionSource:
         self.captions = [list(c) for c in captions]
         self.ids = list(ids)
         self.max_pixels = max_pixels
+        self.labels: list[int] | None = None  # caption files carry no class labels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -86,6 +87,7 @@ class ShapesCaptionSource:
         self.seed, self.split, self.img_size = seed, split, img_size
         self.scenes: list[Scene] = [make_scene(seed, i, split, img_size, min_objects, max_objects) for i in range(num)]
         self.captions = [list(s.captions) for s in self.scenes]
+        self.labels: list[int] | None = [s.label for s in self.scenes]  # see `vitcap.data.shapes`: CLASS_NAMES
         self.ids = [f"{split}_{i:06d}" for i in range(num)]
 
     def __len__(self) -> int:
@@ -100,7 +102,8 @@ CaptionSource = FileCaptionSource | ShapesCaptionSource
 
 
 class CaptionTrainDataset(Dataset):
-    """One sample per (image, caption) pair: ``{"image": (C, H, W) float, "caption": str, "id": str}``."""
+    """One sample per (image, caption) pair: ``{"image": (C, H, W) float, "caption": str, "id": str}``, plus the
+    image's ``"label"`` when the source has class labels."""
 
     def __init__(self, source: CaptionSource, transform: Transform) -> None:
         self.source = source
@@ -115,15 +118,16 @@ class CaptionTrainDataset(Dataset):
 
     def __getitem__(self, k: int) -> dict:
         i, j = int(self._image[k]), int(self._caption[k])
-        return {
+        sample = {
             "image": self.transform(self.source.image(i)),
             "caption": self.source.captions[i][j],
             "id": self.source.ids[i],
         }
+        return _with_label(sample, self.source, i)
 
 
 class CaptionEvalDataset(Dataset):
-    """One sample per image with all references: ``{"image", "captions": list[str], "id"}``."""
+    """One sample per image with all references: ``{"image", "captions": list[str], "id"}`` (and ``"label"``)."""
 
     def __init__(self, source: CaptionSource, transform: Transform) -> None:
         self.source = source
@@ -133,11 +137,20 @@ class CaptionEvalDataset(Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int) -> dict:
-        return {
+        sample = {
             "image": self.transform(self.source.image(i)),
             "captions": self.source.captions[i],
             "id": self.source.ids[i],
         }
+        return _with_label(sample, self.source, i)
+
+
+def _with_label(sample: dict, source: CaptionSource, i: int) -> dict:
+    """Add the image's class ``label`` when the source has labels (shapes; joint classification + captioning)."""
+    labels = getattr(source, "labels", None)
+    if labels is not None:
+        sample["label"] = labels[i]
+    return sample
 
 
 class TensorClassificationDataset(Dataset):

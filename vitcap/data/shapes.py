@@ -36,8 +36,10 @@ tokens the grammar can produce (37 words and the comma); with the default ``max_
 of them ("three", "four", "and" and the comma need 3-4 objects).
 
 Classification label: ``CLASS_NAMES`` (10 classes, sorted like an image-folder tree) are ``SIZE_SHAPE`` of the
-scene's first object; classification scenes hold exactly one object (``min_objects = max_objects = 1``), so the
-label needs its shape and its size, not its colour or position.
+object the forward caption (FWD) names first: the left (or upper) one of two different objects, else the first
+group in canonical order. Classification scenes hold exactly one object (``min_objects = max_objects = 1``), so
+there the label is that object's shape and size, not its colour or position; captioning scenes carry a label too
+(the joint classification + captioning task trains on both).
 
 ``write_shapes`` writes the same data to disk (``classify/{split}/{class}/{id}.png`` and
 ``captions/images/{id}.png`` + ``captions/captions.jsonl`` with a ``split`` per line) so the file loaders serve
@@ -131,7 +133,7 @@ class Scene:
     Attributes:
         objects: The objects in drawing order.
         captions: Five captions, one per template.
-        label: Index into ``CLASS_NAMES`` of the first object (meaningful for single-object scenes).
+        label: Index into ``CLASS_NAMES`` of the object the forward caption names first.
         img_size: Image side in pixels.
         background: (grey level, gradient x, gradient y, tint r, g, b).
         noise_seed: Seed of the pixel-noise stream.
@@ -174,8 +176,7 @@ def make_scene(
     grad = (30.0 * rng.random() - 15.0, 30.0 * rng.random() - 15.0)
     tint = tuple(_below(rng, 11) - 5 for _ in range(3))
     noise_seed = int(rng.random() * 2**52)
-    captions = _captions(objects, rng)
-    first = objects[0]
+    captions, first = _captions(objects, rng)
     label = CLASS_NAMES.index(f"{first.size}_{first.shape}")
     return Scene(objects, captions, label, img_size, (level, grad[0], grad[1], *tint), noise_seed)
 
@@ -266,7 +267,8 @@ def _join_list(phrases: Sequence[str]) -> str:
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def _captions(objects: Sequence[ShapeObject], rng: random.Random) -> tuple[str, ...]:
+def _captions(objects: Sequence[ShapeObject], rng: random.Random) -> tuple[tuple[str, ...], ShapeObject]:
+    """The five captions of a scene and the object their forward form names first (the scene's label)."""
     groups: dict[tuple[str, str, str], list[ShapeObject]] = {}
     for o in objects:
         groups.setdefault((o.size, o.color, o.shape), []).append(o)
@@ -278,12 +280,12 @@ def _captions(objects: Sequence[ShapeObject], rng: random.Random) -> tuple[str, 
             (a, b), rel, rev_rel = sorted((a, b), key=lambda o: o.cy), "above", "below"
         np_a, np_b = _noun_phrase(1, a.size, a.color, a.shape), _noun_phrase(1, b.size, b.color, b.shape)
         fwd, rev = f"{np_a} {rel} {np_b}", f"{np_b} {rev_rel} {np_a}"
-        first_plural = False
+        first_plural, first = False, a
     else:
         order = sorted(groups, key=lambda g: (SHAPES.index(g[2]), list(COLORS).index(g[1]), SIZES.index(g[0])))
         phrases = [_noun_phrase(len(groups[g]), *g) for g in order]
         fwd, rev = _join_list(phrases), _join_list(phrases[::-1])
-        first_plural = len(groups[order[0]]) > 1
+        first_plural, first = len(groups[order[0]]) > 1, groups[order[0]][0]
     captions = [
         fwd,
         f"there {'are' if first_plural else 'is'} {fwd}",
@@ -294,7 +296,7 @@ def _captions(objects: Sequence[ShapeObject], rng: random.Random) -> tuple[str, 
     for i in range(len(captions) - 1, 0, -1):  # Fisher-Yates with random() only
         j = _below(rng, i + 1)
         captions[i], captions[j] = captions[j], captions[i]
-    return tuple(captions)
+    return tuple(captions), first
 
 
 # -- rasterisation -----------------------------------------------------------------------------------------

@@ -352,6 +352,11 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, quant
         if importlib.util.find_spec(package) is None:
             raise ExportError(f"ONNX export needs {package}: pip install 'vitcap[onnx]'")
     meta, state = read_checkpoint(checkpoint)
+    if meta.task not in ("captioning", "classification"):
+        raise ExportError(
+            f"{checkpoint}: a {meta.task} checkpoint; ONNX export takes captioners and classifiers (export a joint "
+            "model as safetensors: vitcap export, without --format onnx)"
+        )
     model = build_model(meta, state, checkpoint)
     meta = current_meta(meta)
     pre = meta.preprocessing

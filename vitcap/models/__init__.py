@@ -1,9 +1,10 @@
-"""Models: image encoders, the text decoder, the captioner and classifier, and named presets."""
+"""Models: image encoders, the text decoder, the captioner, classifier and joint model, and named presets."""
 
 from vitcap.models.captioner import Captioner
 from vitcap.models.classifier import Classifier
 from vitcap.models.decoder import DecoderCache, TextDecoder
 from vitcap.models.encoders import CNNEncoder, Encoder, ViTEncoder, build_encoder, load_checkpoint_state
+from vitcap.models.joint import JointModel
 from vitcap.models.registry import (
     PRESETS,
     DecoderConfig,
@@ -22,6 +23,7 @@ __all__ = [
     "DecoderConfig",
     "Encoder",
     "EncoderConfig",
+    "JointModel",
     "Preset",
     "TextDecoder",
     "ViTEncoder",

@@ -20,6 +20,7 @@ from vitcap.models.captioner import Captioner
 from vitcap.models.classifier import Classifier
 from vitcap.models.decoder import PosEmbedKind, TextDecoder
 from vitcap.models.encoders import CNNEncoder, Encoder, ViTEncoder
+from vitcap.models.joint import JointModel
 from vitcap.overrides import apply_overrides, overrides_of
 
 __all__ = [
@@ -210,17 +211,17 @@ class ModelSpec:
     """A model with every setting resolved: what checkpoints store and `build` turns into a fresh model.
 
     Attributes:
-        kind: "captioner" or "classifier".
+        kind: "captioner", "classifier" or "joint" (a captioner with a classification head on its encoder).
         encoder: The encoder settings.
-        decoder: The decoder settings (captioners).
-        vocab_size: Vocabulary size V (captioners; from the tokenizer).
-        pad_id: Padding id (captioners; from the tokenizer).
-        num_classes: Number of classes (classifiers).
-        pool: "token" or "mean" (classifiers).
+        decoder: The decoder settings (captioners, joint).
+        vocab_size: Vocabulary size V (captioners, joint; from the tokenizer).
+        pad_id: Padding id (captioners, joint; from the tokenizer).
+        num_classes: Number of classes (classifiers, joint).
+        pool: "token" or "mean" (classifiers, joint).
         drop_rate: Dropout before the classification head.
     """
 
-    kind: Literal["captioner", "classifier"]
+    kind: Literal["captioner", "classifier", "joint"]
     encoder: EncoderConfig
     decoder: DecoderConfig | None = None
     vocab_size: int = 0
@@ -230,7 +231,7 @@ class ModelSpec:
     drop_rate: float = 0.0
 
     def build(self, weights_from_source: bool = True) -> nn.Module:
-        """A new `Captioner` / `Classifier`, randomly initialised (or with the encoder's pretrained weights).
+        """A new `Captioner` / `Classifier` / `JointModel`, randomly initialised (or with the encoder's pretrained weights).
 
         Args:
             weights_from_source: Load `encoder.pretrained` / `encoder.checkpoint_path` weights. Off when the
@@ -239,19 +240,22 @@ class ModelSpec:
         encoder = self.encoder
         if not weights_from_source:
             encoder = dataclasses.replace(encoder, pretrained=False, checkpoint_path=None)
-        if self.kind == "captioner":
+        if self.kind in ("captioner", "joint"):
             decoder = self.decoder or DecoderConfig()
             if self.vocab_size <= 0:
                 raise ConfigError("a captioner needs a positive vocabulary size (link a caption data module)")
-            return Captioner(
-                encoder.build(default_embed_dim=decoder.embed_dim), decoder.build(self.vocab_size, self.pad_id)
-            )
+            enc, dec = encoder.build(default_embed_dim=decoder.embed_dim), decoder.build(self.vocab_size, self.pad_id)
+            if self.kind == "captioner":
+                return Captioner(enc, dec)
+            if self.num_classes < 2:
+                raise ConfigError("a joint model needs at least 2 classes (a data module with class labels)")
+            return JointModel(enc, dec, self.num_classes, self.pool, self.drop_rate)
         if self.kind == "classifier":
             if self.num_classes < 2:
                 raise ConfigError("a classifier needs at least 2 classes (link a classification data module)")
             default = (self.decoder or DecoderConfig()).embed_dim
             return Classifier(encoder.build(default_embed_dim=default), self.num_classes, self.pool, self.drop_rate)
-        raise ConfigError(f"unknown model kind {self.kind!r}; expected 'captioner' or 'classifier'")
+        raise ConfigError(f"unknown model kind {self.kind!r}; expected 'captioner', 'classifier' or 'joint'")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,6 +3,15 @@
 from vitcap.tasks.base import VitcapTask
 from vitcap.tasks.captioning import CaptioningTask
 from vitcap.tasks.classification import ClassificationTask, MixupConfig
+from vitcap.tasks.joint import JointTask, LossWeights
 from vitcap.tasks.optim import OptimConfig
 
-__all__ = ["CaptioningTask", "ClassificationTask", "MixupConfig", "OptimConfig", "VitcapTask"]
+__all__ = [
+    "CaptioningTask",
+    "ClassificationTask",
+    "JointTask",
+    "LossWeights",
+    "MixupConfig",
+    "OptimConfig",
+    "VitcapTask",
+]

@@ -69,8 +69,10 @@ class VitcapTask(pl.LightningModule):
         monitor: Metric the best checkpoint is chosen on (minimised for losses and perplexities, else maximised).
         init_from: A vitcap checkpoint (`.ckpt` or export folder) whose weights initialise the model: weights
             only, with a fresh optimiser, schedule and epoch counter (`--ckpt_path` resumes a run instead). A
-            checkpoint of the same task must match the architecture; one of the other task (a classifier for a
-            captioner, or the reverse) gives the encoder only. ViT position embeddings are resampled when the
+            checkpoint of the same task must match the architecture; one of another task (a classifier for a
+            captioner, or the reverse) gives the encoder only, and what the tasks share beyond it when they match (a
+            joint model's decoder for a captioner of the same vocabulary, a classifier's head for a joint model of
+            the same classes). ViT position embeddings are resampled when the
             image size differs. Subclasses load it at the end of `__init__` (`load_init_from`).
         freeze_encoder: `true` trains with the encoder frozen (its BatchNorm in eval mode), a number N unfreezes
             it at the start of epoch N (its learning rate then warms up again), `false` trains everything.
@@ -264,14 +266,19 @@ class VitcapTask(pl.LightningModule):
             if meta.task == self.task_name:
                 self.check_compatible(meta)
                 report = load_matching(self.model, state, path)
-            else:  # another task's checkpoint (a classifier for a captioner, ...): its encoder only
-                report = load_matching(self.model, state, path, only=("encoder.",))
+            else:  # another task's checkpoint (a classifier for a captioner, ...): the parts both models have
+                report = load_matching(self.model, state, path, only=self.shared_parts(meta))
             if resized:
                 report.notes.append("position embeddings resampled to this image size")
         except CheckpointError as e:  # one line: "model.init_from: PATH: what does not fit"
             raise CheckpointError(str(e), path=e.path or path, key="model.init_from") from None
         rank_zero_info(f"model.init_from: {report.summary()}")
         return report
+
+    def shared_parts(self, meta: CheckpointMeta) -> tuple[str, ...]:
+        """Name prefixes of what a checkpoint of another task gives this model: the encoder (subclasses add the
+        decoder or head when the other model has one for the same vocabulary or classes)."""
+        return ("encoder.",)
 
     def check_compatible(self, meta: CheckpointMeta) -> None:
         """Raise `CheckpointError` when a checkpoint's vocabulary / classes differ from what the data module built."""

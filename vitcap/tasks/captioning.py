@@ -19,7 +19,14 @@ from vitcap.checkpoint import CheckpointMeta, plain
 from vitcap.errors import CheckpointError, ConfigError
 from vitcap.generate import GenerationConfig, GenerationOverrides, generate_from_memory
 from vitcap.metrics import CaptionMetrics
-from vitcap.models.registry import DecoderOverrides, EncoderOverrides, ModelSpec, resolve_configs
+from vitcap.models.registry import (
+    DecoderConfig,
+    DecoderOverrides,
+    EncoderConfig,
+    EncoderOverrides,
+    ModelSpec,
+    resolve_configs,
+)
 from vitcap.overrides import apply_overrides
 from vitcap.tasks.base import VitcapTask, with_data_image_size
 from vitcap.tasks.optim import OptimConfig
@@ -136,9 +143,7 @@ class CaptioningTask(VitcapTask):
                     key="model.decoder.max_len",
                 )
             dec_cfg = dataclasses.replace(dec_cfg, max_len=rows)
-        self.spec = ModelSpec(
-            "captioner", enc_cfg, dec_cfg, vocab_size=self.tokenizer.vocab_size, pad_id=self.tokenizer.pad_id
-        )
+        self.spec = self.build_spec(enc_cfg, dec_cfg)
         self.model = self.spec.build()
         self.generation = generation
         self.label_smoothing = label_smoothing
@@ -163,6 +168,12 @@ class CaptioningTask(VitcapTask):
             torch.full((1, min(rows, 16)), self.bos_id, dtype=torch.long),
         )
         self.load_init_from()
+
+    def build_spec(self, encoder: EncoderConfig, decoder: DecoderConfig) -> ModelSpec:
+        """The resolved model `__init__` builds (the joint task adds a classification head)."""
+        return ModelSpec(
+            "captioner", encoder, decoder, vocab_size=self.tokenizer.vocab_size, pad_id=self.tokenizer.pad_id
+        )
 
     # ------------------------------------------------------------------------------------------------------ steps
     def compile_targets(self) -> list[torch.nn.Module]:
@@ -264,8 +275,8 @@ class CaptioningTask(VitcapTask):
             step = time.perf_counter() - self._step_start
             self.log("train/scst_reward_time_share", self._reward_seconds / max(step, 1e-9), batch_size=1)
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        loss, ntokens, memory = self._loss(batch)
+    def _eval_step(self, batch: dict[str, Any], stage: str, memory: Tensor | None = None) -> None:
+        loss, ntokens, memory = self._loss(batch, memory)
         # Token-weighted mean, so perplexity is that of the whole split, not a mean of batch perplexities.
         getattr(self, f"{stage}_loss").update(loss, ntokens)
         if stage == "val" and not self.eval_generate:
@@ -350,6 +361,12 @@ class CaptioningTask(VitcapTask):
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             with open(Path(log_dir) / "val_captions.txt", "a", encoding="utf-8") as f:
                 f.write(text + "\n")
+
+    def shared_parts(self, meta: CheckpointMeta) -> tuple[str, ...]:
+        if meta.task == "joint" or meta.task == "captioning":  # a caption decoder: same vocabulary, or encoder only
+            if not meta.tokenizer or meta.tokenizer == self.hparams.tokenizer:
+                return ("encoder.", "proj.", "decoder.")
+        return ("encoder.",)
 
     def check_compatible(self, meta: CheckpointMeta) -> None:
         saved = meta.tokenizer

@@ -160,6 +160,11 @@ class ClassificationTask(VitcapTask):
             )
         return out
 
+    def shared_parts(self, meta: CheckpointMeta) -> tuple[str, ...]:
+        if meta.task == "joint" and list(meta.class_names) == self.class_names:  # its head, for the same classes
+            return ("encoder.", "head.")
+        return ("encoder.",)
+
     def check_compatible(self, meta: CheckpointMeta) -> None:
         saved = meta.class_names
         if saved and list(saved) != self.class_names:

@@ -16,6 +16,7 @@ from vitcap.data.collate import CaptionEvalCollate, CaptionTrainCollate
 from vitcap.data.datamodules.loaders import make_loader
 from vitcap.data.datamodules.shards import CaptionDecode, ShardData, ShardOptions
 from vitcap.data.datasets import CaptionEvalDataset, CaptionTrainDataset, FileCaptionSource, ShapesCaptionSource
+from vitcap.data.shapes import CLASS_NAMES
 from vitcap.data.shards.index import is_shard_spec
 from vitcap.data.transforms import (
     IMAGENET_MEAN,
@@ -182,6 +183,12 @@ class CaptionDataModule(L.LightningDataModule):
     def tokenizer_json(self) -> str:
         """The tokenizer serialised with ``CaptionTokenizer.to_json`` (stored in checkpoints)."""
         return self.tokenizer.to_json()
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Class names of the ``labels`` the batches carry (the built-in shapes: ``vitcap.data.shapes.CLASS_NAMES``,
+        for joint classification + captioning), or None: caption files and shards carry no class labels."""
+        return list(CLASS_NAMES) if self.data == "shapes" else None
 
     @property
     def vocab_size(self) -> int:
