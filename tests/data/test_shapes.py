@@ -166,3 +166,20 @@ def test_shapes_main_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         shapes_main(["--out", str(tmp_path), "--img-size", "8"])
     assert "--img-size" in capsys.readouterr().err
+
+
+def test_rendered_scenes_are_cached_without_changing_a_pixel() -> None:
+    import torch
+
+    from vitcap.data.datasets import RenderCache, ShapesCaptionSource
+    from vitcap.data.transforms import build_eval_transform, make_preprocessing
+
+    source = ShapesCaptionSource(0, "train", 6, 32)
+    first = source.image(3)
+    assert source.image(3) is first  # drawn once
+    fresh = torch.from_numpy(render_scene(source.scenes[3])).permute(2, 0, 1)
+    assert torch.equal(first, fresh)
+    build_eval_transform(make_preprocessing(32))(first)
+    assert torch.equal(first, fresh)  # the transform never writes into the cached image
+    too_big = RenderCache(source.scenes, max_bytes=3 * 32 * 32)  # room for one scene, not six: no cache
+    assert too_big[1] is not too_big[1] and torch.equal(too_big[1], source.image(1))

@@ -28,6 +28,7 @@ __all__ = [
     "CaptionTrainDataset",
     "FileCaptionSource",
     "FileClassificationDataset",
+    "RenderCache",
     "ShapesCaptionSource",
     "ShapesClassificationDataset",
     "TensorClassificationDataset",
@@ -89,16 +90,46 @@ class ShapesCaptionSource:
         self.captions = [list(s.captions) for s in self.scenes]
         self.labels: list[int] | None = [s.label for s in self.scenes]  # see `vitcap.data.shapes`: CLASS_NAMES
         self.ids = [f"{split}_{i:06d}" for i in range(num)]
+        self._rendered = RenderCache(self.scenes)
 
     def __len__(self) -> int:
         return len(self.scenes)
 
     def image(self, i: int) -> torch.Tensor:
-        """uint8 tensor (3, H, W) of item ``i``."""
-        return torch.from_numpy(render_scene(self.scenes[i])).permute(2, 0, 1).contiguous()  # (3, H, W)
+        """uint8 tensor (3, H, W) of item ``i`` (rendered once, then kept: see `RenderCache`)."""
+        return self._rendered[i]
 
 
 CaptionSource = FileCaptionSource | ShapesCaptionSource
+
+RENDER_CACHE_BYTES = 256 * 2**20  # rendered shapes kept per split; larger splits render every visit
+
+
+class RenderCache:
+    """Rendered shapes scenes kept as uint8 tensors, so each is drawn once, not once per caption and epoch.
+
+    A caption scene is visited five times an epoch (once per caption): rendering it each time cost about a fifth of
+    the demo's training time on 2 cores. Scenes are a pure function of their layout, so the cache changes no pixel.
+    Each DataLoader worker fills its own copy. Splits over `max_bytes` are not cached.
+
+    Args:
+        scenes: The split's scenes.
+        max_bytes: Cache only when all rendered scenes fit in this many bytes.
+    """
+
+    def __init__(self, scenes: list[Scene], max_bytes: int = RENDER_CACHE_BYTES) -> None:
+        self.scenes = scenes
+        size = scenes[0].img_size if scenes else 0
+        self._images: dict[int, torch.Tensor] | None = {} if len(scenes) * 3 * size * size <= max_bytes else None
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        """uint8 tensor (3, H, W) of scene ``i`` (shared with the cache: transforms must not write into it)."""
+        cached = self._images.get(i) if self._images is not None else None
+        if cached is None:
+            cached = torch.from_numpy(render_scene(self.scenes[i])).permute(2, 0, 1).contiguous()  # (3, H, W)
+            if self._images is not None:
+                self._images[i] = cached
+        return cached
 
 
 class CaptionTrainDataset(Dataset):
@@ -210,10 +241,11 @@ class ShapesClassificationDataset(Dataset):
         self.scenes = [make_scene(seed, i, split, img_size, 1, 1) for i in range(num)]
         self.ids = [f"{split}_{i:06d}" for i in range(num)]
         self.transform = transform
+        self._rendered = RenderCache(self.scenes)
 
     def __len__(self) -> int:
         return len(self.scenes)
 
     def __getitem__(self, i: int) -> dict:
-        image = torch.from_numpy(render_scene(self.scenes[i])).permute(2, 0, 1).contiguous()  # (3, H, W)
+        image = self._rendered[i]  # (3, H, W) uint8
         return {"image": self.transform(image), "label": self.scenes[i].label, "id": self.ids[i]}
