@@ -4,6 +4,7 @@ captions as the one-process command, bad images listed, resume after a kill, sev
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,25 @@ def test_shards_in_shards_out(tmp_path: Path, capsys) -> None:
 def test_bulk_options_need_an_output_file(images: Path, capsys) -> None:
     assert vitcap(["caption", "--checkpoint", CKPT, str(images), "--devices", "2"]) == 2
     assert "need --out results.jsonl" in capsys.readouterr().err
+
+
+def test_cpu_processes_share_the_cores_even_when_omp_threads_is_set(monkeypatch) -> None:
+    import torch
+
+    from vitcap.cli.bulk import BulkCaptioner, cpu_share
+
+    class Stub:  # what `setup` reads of the trainer: two CPU processes on this node
+        strategy = type("S", (), {"root_device": torch.device("cpu")})()
+        num_devices = 2
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # set for one process: Lightning then leaves the threads alone
+    before = torch.get_num_threads()
+    module = BulkCaptioner(CKPT, {})
+    monkeypatch.setattr(BulkCaptioner, "trainer", property(lambda self: Stub()))
+    try:
+        torch.set_num_threads(4)
+        module.setup("predict")
+        assert torch.get_num_threads() == cpu_share(2) == max(1, len(os.sched_getaffinity(0)) // 2)
+        assert module.pipeline is not None
+    finally:
+        torch.set_num_threads(before)
