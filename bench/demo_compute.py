@@ -32,7 +32,8 @@ def measure(argv: list[str]) -> dict:
     task.train()
     counter = FlopCounterMode(display=False)
     with counter:
-        # The loss without `self.log` (which needs a running loop); a joint model's class head adds < 0.1%.
+        # The loss without `self.log` (which needs a running loop); a joint model's class head (one linear layer
+        # on pooled tokens) is left out.
         loss = task.training_step(batch, 0) if not hasattr(task, "_loss") else task._loss(batch)[0]
         loss.backward()
     flops = int(counter.get_total_flops())

@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_name, load_avg  # noqa: E402
 from demo_compute import measure  # noqa: E402
+from scst import fit  # noqa: E402  (train a recipe: its best checkpoint and the wall seconds of `fit`)
 
 from vitcap.cli.train import lightning_cli  # noqa: E402
 
@@ -44,18 +45,6 @@ ROUTES = {
     "classifier_init": ("configs/demo/shapes_caption_vit.yaml", ["--model.freeze_encoder", "1"]),
     "joint": ("configs/demo/shapes_joint_vit.yaml", []),
 }
-
-
-def fit(config: str, root: Path, overrides: list[str]) -> tuple[str, float]:
-    """Train a recipe; its best checkpoint and the wall seconds of `fit`."""
-    start = time.perf_counter()
-    cli = lightning_cli(
-        ["fit", "--config", str(REPO / config), "--trainer.logger.init_args.save_dir", str(root), *overrides, *QUIET]
-    )
-    best = cli.trainer.checkpoint_callback.best_model_path
-    if not best:
-        raise RuntimeError(f"{config}: no best checkpoint under {root}")
-    return best, round(time.perf_counter() - start, 1)
 
 
 def test(config: str, ckpt: str, root: Path, overrides: list[str]) -> dict[str, float]:
@@ -112,6 +101,7 @@ def main() -> None:
     if "classifier_init" in args.routes:
         root = args.out / "classifier"
         best, seconds = fit(CLASSIFY, root, args.classify_args)
+        seconds = round(seconds, 1)
         flops = measure(["--config", str(REPO / CLASSIFY), *args.classify_args])
         cli = lightning_cli(
             [
@@ -141,6 +131,7 @@ def main() -> None:
             overrides += ["--model.init_from", classifier]
         root = args.out / name
         best, seconds = fit(config, root, overrides)
+        seconds = round(seconds, 1)
         flops = measure(["--config", str(REPO / config), *overrides])
         tflop = flops["total_pflop"] * 1000
         if name == "classifier_init":

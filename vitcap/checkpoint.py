@@ -82,6 +82,10 @@ class CheckpointMeta:
     format: int = FORMAT
     legacy_hparams: dict[str, Any] = field(default_factory=dict)
 
+    def serves(self, use: str) -> bool:
+        """Whether the model does `use` ("captioning" / "classification"): a joint model does both."""
+        return self.task in (use, "joint")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain containers only, so a checkpoint holding it loads with `weights_only=True`."""
         return plain(dataclasses.asdict(self))

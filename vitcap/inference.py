@@ -103,7 +103,7 @@ def load(
     if task not in (None, *USES):
         raise ConfigError(f"expected one of {list(USES)}, got {task!r}", key="task")
     meta, state = read_checkpoint(checkpoint)
-    if task is not None and meta.task not in (task, "joint"):
+    if task is not None and not meta.serves(task):
         raise CheckpointError(f"{checkpoint}: a {meta.task} checkpoint; this needs a {task} model")
     use = task or ("captioning" if meta.task == "joint" else meta.task)
     model = build_model(meta, state, checkpoint).to(device)

@@ -322,7 +322,7 @@ def run_bulk(args: Any, decoding: dict[str, Any]) -> int:
     start = time.perf_counter()
     try:
         meta, _ = read_checkpoint(args.checkpoint)  # the model itself is loaded in each process
-        if meta.task not in ("captioning", "joint"):
+        if not meta.serves("captioning"):
             raise ConfigError(f"{args.checkpoint}: a {meta.task} checkpoint; this command needs a captioning model")
         if args.save_attention:
             raise ConfigError("--save-attention is for single images, not bulk runs (--out)", key="--save-attention")

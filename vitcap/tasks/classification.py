@@ -40,6 +40,29 @@ class MixupConfig:
             raise ConfigError(f"expected a probability, got {self.prob}", key="model.mixup.prob")
 
 
+class Accuracies(torch.nn.Module):
+    """Top-1 and top-k (k = 5, or fewer classes) accuracy of the validation and test splits, updated and logged
+    per step (Lightning computes them per epoch): what `ClassificationTask` and `JointTask` report as
+    `{stage}/acc` and `{stage}/acc5`."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        top_k = min(5, num_classes)
+        self.acc = torch.nn.ModuleDict(
+            {s: MulticlassAccuracy(num_classes, top_k=1, average="micro") for s in ("val", "test")}
+        )
+        self.acc5 = torch.nn.ModuleDict(
+            {s: MulticlassAccuracy(num_classes, top_k=top_k, average="micro") for s in ("val", "test")}
+        )
+
+    def log(self, task: VitcapTask, stage: str, logits: Tensor, labels: Tensor) -> None:
+        acc, acc5 = self.acc[stage], self.acc5[stage]
+        acc.update(logits, labels)
+        acc5.update(logits, labels)
+        task.log(f"{stage}/acc", acc, prog_bar=True, batch_size=labels.shape[0])
+        task.log(f"{stage}/acc5", acc5, batch_size=labels.shape[0])
+
+
 class ClassificationTask(VitcapTask):
     """Image classification: encoder -> pooled token -> linear head.
 
@@ -104,11 +127,7 @@ class ClassificationTask(VitcapTask):
                 label_smoothing=label_smoothing,
                 num_classes=num_classes,
             )
-        top_k = min(5, num_classes)
-        self.val_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.test_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+        self.accuracies = Accuracies(num_classes)
         size = enc_cfg.img_size or 224
         self.example_input_array = torch.zeros(1, enc_cfg.in_chans, size, size)  # FLOPs in the model summary
         self.load_init_from()
@@ -132,13 +151,8 @@ class ClassificationTask(VitcapTask):
         images, labels = batch["images"], batch["labels"]
         logits = self.model(images)
         loss = F.cross_entropy(logits, labels)
-        acc, acc5 = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_acc5")
-        acc.update(logits, labels)
-        acc5.update(logits, labels)
-        B = images.shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=B, sync_dist=True)
-        self.log(f"{stage}/acc", acc, prog_bar=True, batch_size=B)
-        self.log(f"{stage}/acc5", acc5, batch_size=B)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=images.shape[0], sync_dist=True)
+        self.accuracies.log(self, stage, logits, labels)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -15,13 +15,13 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
-from torchmetrics.classification import MulticlassAccuracy
 
 from vitcap.checkpoint import CheckpointMeta
 from vitcap.errors import CheckpointError, ConfigError, DataError
 from vitcap.generate import GenerationOverrides
 from vitcap.models.registry import DecoderConfig, DecoderOverrides, EncoderConfig, EncoderOverrides, ModelSpec
 from vitcap.tasks.captioning import CaptioningTask
+from vitcap.tasks.classification import Accuracies
 from vitcap.tasks.optim import OptimConfig
 
 __all__ = ["JointTask", "LossWeights"]
@@ -99,8 +99,6 @@ class JointTask(CaptioningTask):
             )
         if pool not in ("token", "mean"):
             raise ConfigError(f"expected 'token' or 'mean', got {pool!r}", key="model.pool")
-        # Read by `build_spec`, which the captioning constructor calls (plain attributes: no Module state yet).
-        self.class_names, self._pool, self._drop_rate = list(class_names), pool, drop_rate
         super().__init__(
             preset=preset,
             encoder=encoder,
@@ -120,24 +118,23 @@ class JointTask(CaptioningTask):
             init_from=init_from,
             freeze_encoder=freeze_encoder,
         )
+        self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.loss_weights = loss_weights if loss_weights is not None else LossWeights()
-        top_k = min(5, self.num_classes)
-        self.val_acc = MulticlassAccuracy(self.num_classes, top_k=1, average="micro")
-        self.val_acc5 = MulticlassAccuracy(self.num_classes, top_k=top_k, average="micro")
-        self.test_acc = MulticlassAccuracy(self.num_classes, top_k=1, average="micro")
-        self.test_acc5 = MulticlassAccuracy(self.num_classes, top_k=top_k, average="micro")
+        self.accuracies = Accuracies(self.num_classes)
 
     def build_spec(self, encoder: EncoderConfig, decoder: DecoderConfig) -> ModelSpec:
+        # Called inside the captioning constructor, after it saved the hyperparameters (this class's included).
+        hp = self.hparams
         return ModelSpec(
             "joint",
             encoder,
             decoder,
             vocab_size=self.tokenizer.vocab_size,
             pad_id=self.tokenizer.pad_id,
-            num_classes=len(self.class_names),
-            pool=self._pool,
-            drop_rate=self._drop_rate,
+            num_classes=len(hp.class_names),
+            pool=hp.pool,
+            drop_rate=hp.drop_rate,
         )
 
     # ------------------------------------------------------------------------------------------------------ steps
@@ -165,13 +162,8 @@ class JointTask(CaptioningTask):
     def _eval_step(self, batch: dict[str, Any], stage: str, memory: Tensor | None = None) -> None:
         memory, logits = self.model.encode_both(batch["images"])
         labels = self._labels(batch)
-        acc, acc5 = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_acc5")
-        acc.update(logits, labels)
-        acc5.update(logits, labels)
-        B = labels.shape[0]
-        self.log(f"{stage}/class_loss", F.cross_entropy(logits, labels), batch_size=B, sync_dist=True)
-        self.log(f"{stage}/acc", acc, prog_bar=True, batch_size=B)
-        self.log(f"{stage}/acc5", acc5, batch_size=B)
+        self.log(f"{stage}/class_loss", F.cross_entropy(logits, labels), batch_size=labels.shape[0], sync_dist=True)
+        self.accuracies.log(self, stage, logits, labels)
         super()._eval_step(batch, stage, memory)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
