@@ -193,3 +193,31 @@ def test_conv_stem_runs_channels_last_with_the_same_tokens() -> None:
     plain = ViTEncoder(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="conv").eval()
     plain.load_state_dict(enc.state_dict())
     assert_close(plain(x), tokens, atol=1e-5, rtol=1e-5)
+
+
+def test_sincos_positions_are_fixed_and_kept_in_checkpoints() -> None:
+    from vitcap.layers.pos_embed import build_2d_sincos
+    from vitcap.models.registry import EncoderConfig
+
+    kw = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "pos_embed": "sincos"}
+    enc = ViTEncoder(**kw)
+    fixed = enc.model.pos_embed.clone()
+    assert fixed.shape == (1, 1 + 16, 32)
+    assert_close(fixed[0, 1:], build_2d_sincos(4, 4, 32))  # the 4 x 4 grid, row-major
+    assert (fixed[0, 0] == 0).all()  # the class token gets no position
+    assert not any("pos_embed" in name for name, _ in enc.named_parameters())
+    # Training never moves them, and they change the tokens (a learned model starts near zero instead).
+    opt = torch.optim.AdamW(enc.parameters(), lr=0.1)
+    enc(torch.randn(2, 3, 32, 32)).square().mean().backward()
+    opt.step()
+    assert torch.equal(enc.model.pos_embed, fixed)
+    # Same state-dict key as a learned model, so checkpoints and init_from see one layout.
+    assert "model.pos_embed" in enc.state_dict()
+    again = ViTEncoder(**kw).eval()
+    again.load_state_dict(enc.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert_close(again(x), enc.eval()(x))
+    with pytest.raises(ValueError, match="pos_embed"):
+        ViTEncoder(**{**kw, "pos_embed": "rope"})
+    with pytest.raises(ValueError, match="ViT-only"):
+        EncoderConfig(kind="cnn", model_name="resnet18", pos_embed="sincos").build()

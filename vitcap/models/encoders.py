@@ -123,6 +123,10 @@ class ViTEncoder(Encoder):
             only ``patch_embed.proj``; pretrained patch-embedding weights do not apply to it.
         stem_depth: 3x3 convolutions per stage of the conv stem: 1 is Xiao et al.'s stem; more add stride-1
             convolutions (see ``conv_stem``): local features that a ViT from scratch on small data learns slowly.
+        pos_embed: ``"learned"`` (timm's position embedding, a parameter) or ``"sincos"``: fixed 2-D sin-cos
+            positions of the patch grid (MAE; Beyer et al. 2022, "Better plain ViT baselines"), a buffer that no
+            optimiser or unfreezing touches; prefix tokens get zeros. From scratch on small data, tokens then
+            know where they are from the first step, which captions that name positions need.
     """
 
     def __init__(
@@ -139,8 +143,11 @@ class ViTEncoder(Encoder):
         drop_path_rate: float = 0.0,
         stem: Literal["patch", "conv"] = "patch",
         stem_depth: int = 1,
+        pos_embed: Literal["learned", "sincos"] = "learned",
     ) -> None:
         super().__init__()
+        if pos_embed not in ("learned", "sincos"):
+            raise ValueError(f"encoder pos_embed must be 'learned' or 'sincos', got {pos_embed!r}")
         if stem not in ("patch", "conv"):
             raise ValueError(f"encoder stem must be 'patch' or 'conv', got {stem!r}")
         if stem_depth != 1 and stem != "conv":
@@ -171,11 +178,26 @@ class ViTEncoder(Encoder):
             # Channels-last, the layout oneDNN's CPU convolutions prefer; the tokens are the same.
             self.model.patch_embed.proj.to(memory_format=torch.channels_last)
         self.stem = stem
+        if pos_embed == "sincos":
+            self._fix_sincos_positions()
+        self.pos_embed_kind = pos_embed
         if checkpoint_path is not None:
             self.load_checkpoint(checkpoint_path)
         self.embed_dim = self.model.embed_dim
         self.num_prefix_tokens = self.model.num_prefix_tokens
         self.grid_size = tuple(self.model.patch_embed.grid_size)
+
+    def _fix_sincos_positions(self) -> None:
+        """Replace timm's learned ``pos_embed`` parameter by a buffer of 2-D sin-cos positions (same key, same shape)."""
+        learned = getattr(self.model, "pos_embed", None)
+        if learned is None:
+            raise ValueError(f"timm model {self.model_name!r} has no absolute position embedding to fix")
+        h, w = self.model.patch_embed.grid_size
+        grid = build_2d_sincos(h, w, self.model.embed_dim).to(learned.dtype)  # (h * w, D)
+        prefix = learned.shape[1] - h * w  # class/register tokens inside pos_embed (0 with no_embed_class)
+        fixed = torch.cat([grid.new_zeros(prefix, grid.shape[1]), grid]).unsqueeze(0)
+        del self.model.pos_embed
+        self.model.register_buffer("pos_embed", fixed)
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Load timm ViT weights from a local file, resampling ``pos_embed`` to this model's patch grid."""

@@ -41,8 +41,9 @@ __all__ = [
 class EncoderConfig:
     """What ``ViTEncoder`` / ``CNNEncoder`` take; None keeps the timm model's own default.
 
-    ``patch_size``, ``depth``, ``num_heads``, ``drop_path_rate``, ``stem`` and ``stem_depth`` are ViT-only; ``source`` and ``out_index`` are
-    CNN-only. For a CNN, ``embed_dim`` is the token projection width and None means the decoder's width.
+    ``patch_size``, ``depth``, ``num_heads``, ``drop_path_rate``, ``stem``, ``stem_depth`` and ``pos_embed`` are
+    ViT-only; ``source`` and ``out_index`` are CNN-only. For a CNN, ``embed_dim`` is the token projection width and
+    None means the decoder's width.
     """
 
     kind: Literal["vit", "cnn"] = "vit"
@@ -60,6 +61,7 @@ class EncoderConfig:
     out_index: int = -1
     stem: Literal["patch", "conv"] = "patch"
     stem_depth: int = 1
+    pos_embed: Literal["learned", "sincos"] = "learned"
 
     def build(self, default_embed_dim: int = 256) -> Encoder:
         """Build the encoder; ``default_embed_dim`` is the CNN token width when ``embed_dim`` is None."""
@@ -77,6 +79,7 @@ class EncoderConfig:
                 drop_path_rate=self.drop_path_rate,
                 stem=self.stem,
                 stem_depth=self.stem_depth,
+                pos_embed=self.pos_embed,
             )
         if self.kind == "cnn":
             vit_only = {"patch_size": self.patch_size, "depth": self.depth, "num_heads": self.num_heads}
@@ -85,6 +88,7 @@ class EncoderConfig:
                 or self.drop_path_rate
                 or self.stem != "patch"
                 or self.stem_depth != 1
+                or self.pos_embed != "learned"
             ):
                 raise ValueError(f"encoder kind 'cnn' does not take the ViT-only settings {vit_only}")
             return CNNEncoder(
