@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tests.conftest import caption_args
 from vitcap.cli.main import main
@@ -107,3 +108,17 @@ def test_encoder_trains_only_after_the_given_epoch(tmp_path: Path) -> None:
     cli.trainer.fit(cli.model, cli.datamodule)  # epochs 1 and 2: unfrozen at the start of epoch 2
     assert not all(torch.equal(before[k], v) for k, v in cli.model.model.encoder.state_dict().items())
     assert cli.model.encoder_unfrozen_step is not None and not cli.model.encoder_frozen
+
+
+def test_the_shipped_vit_configs_share_one_encoder() -> None:
+    """`shapes_caption_vit_from_classifier.yaml` starts from `shapes_classify_vit.yaml`'s checkpoint: the four ViT
+    demo configs must build the same encoder at the same image size, or `init_from` fails."""
+    configs = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    names = ["shapes_classify_vit", "shapes_caption_vit", "shapes_caption_vit_from_classifier", "shapes_joint_vit"]
+    seen = set()
+    for name in names:
+        cfg = yaml.safe_load((configs / f"{name}.yaml").read_text())
+        model, data = cfg["model"]["init_args"], cfg["data"]["init_args"]
+        encoder, _ = resolve_configs(model["preset"], model["encoder"])
+        seen.add((repr(encoder), data["img_size"]))
+    assert len(seen) == 1, seen
