@@ -59,7 +59,7 @@ def test(config: str, ckpt: str, root: Path, overrides: list[str]) -> dict[str, 
             "--ckpt_path",
             ckpt,
             *QUIET,
-        ]  # fmt: skip
+        ]
     )
     m = cli.trainer.callback_metrics
     out = {k.split("/", 1)[1]: round(float(m[k]), 2) for k in ("test/bleu4", "test/cider_d") if k in m}
@@ -114,7 +114,7 @@ def main() -> None:
                 "--ckpt_path",
                 best,
                 *QUIET,
-            ]  # fmt: skip
+            ]
         )
         classifier = best
         result["classifier_stage"] = {

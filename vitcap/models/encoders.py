@@ -180,7 +180,6 @@ class ViTEncoder(Encoder):
         self.stem = stem
         if pos_embed == "sincos":
             self._fix_sincos_positions()
-        self.pos_embed_kind = pos_embed
         if checkpoint_path is not None:
             self.load_checkpoint(checkpoint_path)
         self.embed_dim = self.model.embed_dim
