@@ -221,3 +221,33 @@ def test_sincos_positions_are_fixed_and_kept_in_checkpoints() -> None:
         ViTEncoder(**{**kw, "pos_embed": "rope"})
     with pytest.raises(ValueError, match="ViT-only"):
         EncoderConfig(kind="cnn", model_name="resnet18", pos_embed="sincos").build()
+
+
+def test_model_kwargs_reach_the_constructor_and_survive_a_checkpoint_spec() -> None:
+    from vitcap.checkpoint import plain
+    from vitcap.models.registry import EncoderConfig, ModelSpec
+
+    cfg = EncoderConfig(kind="cnn", model_name="resnet18", img_size=32, embed_dim=32, out_index=1)
+    one_block = EncoderConfig(**{**vars(cfg), "model_kwargs": {"layers": [1, 1, 1, 1]}})
+    full, small = cfg.build(), one_block.build()
+    assert len(full.model.layer1) == 2 and len(small.model.layer1) == 1  # a ResNet-10 trunk
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 8 * 8, 32)
+    # The spec a checkpoint stores rebuilds the same architecture (plain containers: weights_only loading).
+    spec = ModelSpec("classifier", one_block, num_classes=3)
+    again = ModelSpec.from_dict(plain(spec.to_dict()))
+    assert again.encoder.model_kwargs == {"layers": [1, 1, 1, 1]}
+    model = again.build()
+    model.load_state_dict(spec.build().state_dict())  # same keys and shapes
+    assert len(model.encoder.model.layer1) == 1
+    # ViT: extra timm arguments, here register tokens.
+    vit = ViTEncoder(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, model_kwargs={"reg_tokens": 2})
+    assert vit.num_prefix_tokens == 3 and vit(torch.randn(1, 3, 32, 32)).shape == (1, 3 + 16, 32)
+    # What the encoder sets itself cannot be set twice, and unknown arguments name the model.
+    with pytest.raises(ValueError, match=r"may not set \['in_chans'\]"):
+        CNNEncoder(model_kwargs={"in_chans": 1})
+    with pytest.raises(ValueError, match=r"may not set \['depth'\]"):
+        ViTEncoder(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, model_kwargs={"depth": 2})
+    with pytest.raises(ValueError, match="'resnet18' does not accept"):
+        CNNEncoder(model_kwargs={"bogus": 1})
+    with pytest.raises(ValueError, match="'resnet18' does not accept"):
+        CNNEncoder(source="torchvision", model_kwargs={"bogus": 1})

@@ -49,6 +49,18 @@ class Encoder(nn.Module):
         return self.forward_features(images)
 
 
+def _merge_model_kwargs(fixed: dict[str, Any], model_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``fixed`` (what the encoder sets itself) plus the user's extra constructor arguments, which may not overlap."""
+    extra = dict(model_kwargs or {})
+    clash = sorted(set(extra) & set(fixed))
+    if clash:
+        raise ValueError(
+            f"encoder model_kwargs may not set {clash}: the encoder sets them itself "
+            "(use the encoder's own settings, e.g. encoder.img_size, encoder.in_chans)"
+        )
+    return {**fixed, **extra}
+
+
 def _create_timm_model(model_name: str, **kwargs: Any) -> nn.Module:
     if not timm.is_model(model_name):
         raise ValueError(f"timm does not know the model {model_name!r}; list candidates with timm.list_models('vit*')")
@@ -127,6 +139,8 @@ class ViTEncoder(Encoder):
             positions of the patch grid (MAE; Beyer et al. 2022, "Better plain ViT baselines"), a buffer that no
             optimiser or unfreezing touches; prefix tokens get zeros. From scratch on small data, tokens then
             know where they are from the first step, which captions that name positions need.
+        model_kwargs: More keyword arguments for ``timm.create_model`` (e.g. ``{"qk_norm": True}``,
+            ``{"reg_tokens": 4}``); the arguments above may not be repeated here.
     """
 
     def __init__(
@@ -144,6 +158,7 @@ class ViTEncoder(Encoder):
         stem: Literal["patch", "conv"] = "patch",
         stem_depth: int = 1,
         pos_embed: Literal["learned", "sincos"] = "learned",
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if pos_embed not in ("learned", "sincos"):
@@ -160,14 +175,14 @@ class ViTEncoder(Encoder):
             "num_heads": num_heads,
         }
         self.model_name = model_name
-        self.model = _create_timm_model(
-            model_name,
-            pretrained=pretrained and checkpoint_path is None,
-            num_classes=0,
-            in_chans=in_chans,
-            drop_path_rate=drop_path_rate,
+        fixed = {
+            "pretrained": pretrained and checkpoint_path is None,
+            "num_classes": 0,
+            "in_chans": in_chans,
+            "drop_path_rate": drop_path_rate,
             **{k: v for k, v in overrides.items() if v is not None},
-        )
+        }
+        self.model = _create_timm_model(model_name, **_merge_model_kwargs(fixed, model_kwargs))
         if not hasattr(self.model, "patch_embed") or not hasattr(self.model, "num_prefix_tokens"):
             raise ValueError(f"timm model {model_name!r} is not a vision transformer; use CNNEncoder for CNNs")
         if stem == "conv":
@@ -275,6 +290,9 @@ class CNNEncoder(Encoder):
             on small images (resnet18 at 64 px: 2 x 2 tokens from stage 4, 4 x 4 from stage 3), and the later
             stages are pruned away.
         img_size: Expected input size, used only to report ``grid_size`` before the first forward.
+        model_kwargs: More keyword arguments for the model's constructor (``timm.create_model`` or
+            ``torchvision.models.get_model``), e.g. ``{"layers": [1, 1, 1, 1]}``: a ResNet-18 with one block per
+            stage (ResNet-10), which the demo uses.
     """
 
     def __init__(
@@ -287,6 +305,7 @@ class CNNEncoder(Encoder):
         source: Literal["timm", "torchvision"] = "timm",
         out_index: int = -1,
         img_size: int | None = None,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if embed_dim % 4:
@@ -296,10 +315,12 @@ class CNNEncoder(Encoder):
         self.embed_dim = embed_dim
         self.num_prefix_tokens = 0
         if source == "timm":
-            channels, self.reduction = self._build_timm(model_name, pretrained, checkpoint_path, in_chans, out_index)
+            channels, self.reduction = self._build_timm(
+                model_name, pretrained, checkpoint_path, in_chans, out_index, model_kwargs
+            )
         elif source == "torchvision":
             channels, self.reduction = self._build_torchvision(
-                model_name, pretrained, checkpoint_path, in_chans, out_index
+                model_name, pretrained, checkpoint_path, in_chans, out_index, model_kwargs
             )
         else:
             raise ValueError(f"unknown CNN source {source!r}; expected 'timm' or 'torchvision'")
@@ -313,16 +334,22 @@ class CNNEncoder(Encoder):
         self.grid_size = (side, side)
 
     def _build_timm(
-        self, model_name: str, pretrained: bool, checkpoint_path: str | None, in_chans: int, out_index: int
+        self,
+        model_name: str,
+        pretrained: bool,
+        checkpoint_path: str | None,
+        in_chans: int,
+        out_index: int,
+        model_kwargs: dict[str, Any] | None,
     ) -> tuple[int, int]:
         # The whole classifier-less model, not ``features_only``: its parameter names match timm checkpoints.
-        self.model = _create_timm_model(
-            model_name,
-            pretrained=pretrained and checkpoint_path is None,
-            num_classes=0,
-            global_pool="",
-            in_chans=in_chans,
-        )
+        fixed = {
+            "pretrained": pretrained and checkpoint_path is None,
+            "num_classes": 0,
+            "global_pool": "",
+            "in_chans": in_chans,
+        }
+        self.model = _create_timm_model(model_name, **_merge_model_kwargs(fixed, model_kwargs))
         if checkpoint_path is not None:
             _fit_state_dict(self.model, load_checkpoint_state(checkpoint_path), checkpoint_path, model_name)
         info = list(self.model.feature_info)
@@ -336,15 +363,25 @@ class CNNEncoder(Encoder):
         return info[stage]["num_chs"], info[stage]["reduction"]
 
     def _build_torchvision(
-        self, model_name: str, pretrained: bool, checkpoint_path: str | None, in_chans: int, out_index: int
+        self,
+        model_name: str,
+        pretrained: bool,
+        checkpoint_path: str | None,
+        in_chans: int,
+        out_index: int,
+        model_kwargs: dict[str, Any] | None,
     ) -> tuple[int, int]:
         import torchvision
 
         weights = "DEFAULT" if pretrained and checkpoint_path is None else None
         try:
-            net = torchvision.models.get_model(model_name, weights=weights)
+            net = torchvision.models.get_model(model_name, **_merge_model_kwargs({"weights": weights}, model_kwargs))
         except ValueError as e:
             raise ValueError(f"torchvision does not know the model {model_name!r}: {e}") from e
+        except TypeError as e:  # a constructor argument the model does not take
+            raise ValueError(
+                f"torchvision model {model_name!r} does not accept the arguments {sorted(model_kwargs or {})}: {e}"
+            ) from e
         if not all(hasattr(net, name) for stage in _TORCHVISION_RESNET_STAGES for name in stage):
             raise ValueError(f"source='torchvision' supports the ResNet family; {model_name!r} is not a ResNet")
         net.fc = nn.Identity()  # headless, so a checkpoint's classifier keys are dropped whatever its class count

@@ -43,7 +43,8 @@ class EncoderConfig:
 
     ``patch_size``, ``depth``, ``num_heads``, ``drop_path_rate``, ``stem``, ``stem_depth`` and ``pos_embed`` are
     ViT-only; ``source`` and ``out_index`` are CNN-only. For a CNN, ``embed_dim`` is the token projection width and
-    None means the decoder's width.
+    None means the decoder's width. ``model_kwargs`` are further constructor arguments of the timm (or torchvision)
+    model, e.g. ``{"layers": [1, 1, 1, 1]}`` for a ResNet with one block per stage; checkpoints store them.
     """
 
     kind: Literal["vit", "cnn"] = "vit"
@@ -62,6 +63,7 @@ class EncoderConfig:
     stem: Literal["patch", "conv"] = "patch"
     stem_depth: int = 1
     pos_embed: Literal["learned", "sincos"] = "learned"
+    model_kwargs: dict[str, Any] | None = None
 
     def build(self, default_embed_dim: int = 256) -> Encoder:
         """Build the encoder; ``default_embed_dim`` is the CNN token width when ``embed_dim`` is None."""
@@ -80,6 +82,7 @@ class EncoderConfig:
                 stem=self.stem,
                 stem_depth=self.stem_depth,
                 pos_embed=self.pos_embed,
+                model_kwargs=self.model_kwargs,
             )
         if self.kind == "cnn":
             vit_only = {"patch_size": self.patch_size, "depth": self.depth, "num_heads": self.num_heads}
@@ -100,6 +103,7 @@ class EncoderConfig:
                 source=self.source,
                 out_index=self.out_index,
                 img_size=self.img_size,
+                model_kwargs=self.model_kwargs,
             )
         raise ValueError(f"unknown encoder kind {self.kind!r}; expected 'vit' or 'cnn'")
 
