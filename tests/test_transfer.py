@@ -122,3 +122,16 @@ def test_the_shipped_vit_configs_share_one_encoder() -> None:
         encoder, _ = resolve_configs(model["preset"], model["encoder"])
         seen.add((repr(encoder), data["img_size"]))
     assert len(seen) == 1, seen
+
+
+def test_the_demo_and_its_scst_stage_share_one_architecture() -> None:
+    """`shapes_caption_scst.yaml` is run with `--model.init_from` the demo's checkpoint: same encoder, decoder and
+    image size, or the first mismatching tensor stops it."""
+    configs = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    seen = set()
+    for name in ["shapes_caption_cnn", "shapes_caption_scst"]:
+        cfg = yaml.safe_load((configs / f"{name}.yaml").read_text())
+        model, data = cfg["model"]["init_args"], cfg["data"]["init_args"]
+        encoder, decoder = resolve_configs(model["preset"], model.get("encoder"), model.get("decoder"))
+        seen.add((repr(encoder), repr(decoder), data["img_size"], data["max_length"]))
+    assert len(seen) == 1, seen
