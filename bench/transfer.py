@@ -12,7 +12,7 @@ checkpoint. The JSON line reports per route: test BLEU-4 / CIDEr-D, the validati
 which the validation BLEU-4 reached (a)'s best, the fit wall time, and the training compute (optimizer steps x
 FLOPs per step, torch's FLOP counter; (b) includes its classifier stage), against the budget the issue set for the
 ViT captioner: the CNN demo's compute when it was filed (54.3 TFLOP: 64 px, resnet18 to layer2, 1,564 steps of 64;
-the demo now needs 13.4).
+the demo now needs 13.3).
 
     python bench/transfer.py --out /tmp/transfer
 """
