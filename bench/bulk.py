@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_name, load_avg  # noqa: E402
+from common import cpu_name, load_avg, machine  # noqa: E402
 
 VITCAP = [sys.executable, "-m", "vitcap.cli.main"]
 
@@ -168,6 +168,8 @@ def main() -> None:
     if "train" in args.parts:
         result.update(train_part(args, work))
     result["load_avg"] = load_avg()
+    for key, value in machine().items():  # CPU flags and linear backend, so figures compare across machines
+        result.setdefault(key, value)
     print(json.dumps(result))
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -28,6 +28,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine() -> dict:
+    """What makes training figures from different machines comparable: CPU model, the instruction-set flags that
+    decide GEMM speed (avx2, avx512*, amx*), threads, torch, and the CPU linear backend training picks here
+    (`VITCAP_LINEAR`, or the choices cached for this CPU, thread count and torch version)."""
+    from vitcap.training.linear_backend import cached_backends, cpu_facts
+
+    facts = cpu_facts()
+    return {
+        "cpu": facts["cpu"],
+        "cpu_flags": facts["flags"],
+        "threads": facts["threads"],
+        "torch": facts["torch"],
+        "linear_backend": {"setting": os.environ.get("VITCAP_LINEAR", "auto"), "cached_choices": cached_backends()},
+    }
+
+
 def load_avg() -> float:
     """1-minute load average: other processes on a shared machine skew wall-clock timings."""
     try:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_name, interleaved, load_avg, median  # noqa: E402
+from common import cpu_name, interleaved, load_avg, machine, median  # noqa: E402
 
 from vitcap.cli.train import lightning_cli  # noqa: E402
 from vitcap.tasks.captioning import caption_loss  # noqa: E402
@@ -235,6 +235,8 @@ def main() -> None:
             record[name] = run_dataset(name, spec, out, args.beams, args.speed_repeats)
     record["total_s"] = round(time.perf_counter() - start, 1)
     record["load_avg_1m_after"] = load_avg()
+    for key, value in machine().items():  # CPU flags and linear backend, so figures compare across machines
+        record.setdefault(key, value)
     print(json.dumps(record), flush=True)
 
 

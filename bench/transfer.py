@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_name, load_avg  # noqa: E402
+from common import cpu_name, load_avg, machine  # noqa: E402
 from demo_compute import measure  # noqa: E402
 from scst import fit  # noqa: E402  (train a recipe: its best checkpoint and the wall seconds of `fit`)
 
@@ -159,6 +159,8 @@ def main() -> None:
     )
     result["total_s"] = round(time.perf_counter() - start, 1)
     result["load_avg_1m_after"] = load_avg()
+    for key, value in machine().items():  # CPU flags and linear backend, so figures compare across machines
+        result.setdefault(key, value)
     print(json.dumps(result))
 
 

@@ -12,7 +12,14 @@ from vitcap.errors import ConfigError
 from vitcap.layers.gemm import OneDNNLinear, onednn_linear_available
 from vitcap.models import create_captioner
 from vitcap.training import linear_backend
-from vitcap.training.linear_backend import apply_linear_backend, choose_linear_backend, cpu_facts, measure, pick
+from vitcap.training.linear_backend import (
+    apply_linear_backend,
+    cached_backends,
+    choose_linear_backend,
+    cpu_facts,
+    measure,
+    pick,
+)
 
 V = 20
 
@@ -75,6 +82,7 @@ def test_auto_measures_once_then_reads_the_cache(tmp_path: Path, monkeypatch: py
     other_shape = (example[0][:2], example[1][:2])  # another batch shape is measured anew
     choose_linear_backend(model, other_shape, measure_fn=fake)
     assert len(calls) == 2
+    assert cached_backends() == ["onednn"]  # what benchmarks record as this machine's choice
 
 
 @pytest.mark.skipif(not onednn_linear_available(), reason="this torch build has no usable oneDNN linear")

@@ -31,7 +31,15 @@ from torch import Tensor, nn
 from vitcap.errors import ConfigError
 from vitcap.layers.gemm import onednn_linear_available, use_onednn_linear, use_plain_linear
 
-__all__ = ["BACKENDS", "LinearChoice", "apply_linear_backend", "choose_linear_backend", "cpu_facts", "pick"]
+__all__ = [
+    "BACKENDS",
+    "LinearChoice",
+    "apply_linear_backend",
+    "cached_backends",
+    "choose_linear_backend",
+    "cpu_facts",
+    "pick",
+]
 
 BACKENDS = ("torch", "onednn")
 ENV = "VITCAP_LINEAR"
@@ -80,6 +88,16 @@ def cpu_facts() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def cached_backends() -> list[str]:
+    """The backends cached for this CPU model, thread count and torch version (any model): what training picks here."""
+    facts = cpu_facts()
+    prefix = f"{facts['cpu']}|threads={facts['threads']}|torch={facts['torch']}|"
+    entries = _read_cache(_cache_dir() / CACHE_FILE)
+    return sorted(
+        {v["backend"] for k, v in entries.items() if k.startswith(prefix) and isinstance(v, dict) and "backend" in v}
+    )
 
 
 def pick(seconds: dict[str, float]) -> str:
