@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,9 @@ from vitcap.data import ClassificationDataModule
 from vitcap.runtime import keep_freed_memory
 from vitcap.tasks import ClassificationTask
 from vitcap.tasks.optim import adamw, param_groups, warmup_cosine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
 
 FIRST_RECIPE = {"img_size": 28, "patch_size": 4, "embed_dim": 128, "depth": 4, "num_heads": 4,
                 "drop_path_rate": 0.05, "stem": "conv"}  # fmt: skip
@@ -117,6 +122,7 @@ def main() -> None:
         result["img_per_s"] = round(args.steps * args.batch / seconds, 1)
     else:
         result.update(acc=curve[-1][1], seconds=round(seconds), curve=curve)
+    result.update(machine())  # CPU model and flags, threads, torch, linear backend
     print(json.dumps(result))
 
 

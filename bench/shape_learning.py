@@ -12,13 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from vitcap.data import ClassificationDataModule
 from vitcap.models.registry import create_classifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
 
 ENCODERS = {
     "vit-patch": ("tiny", {}),
@@ -67,7 +72,7 @@ def main() -> None:
                 break
     print(json.dumps({"bench": "shape_learning", "encoder": args.encoder, "steps": args.steps, "lr": args.lr,
                       "warmup": args.warmup, "threads": args.threads, "cpu_s": round(time.process_time() - start, 1),
-                      "val_acc_by_step": curve, "load_avg_1m": os.getloadavg()[0]}))  # fmt: skip
+                      "val_acc_by_step": curve, "load_avg_1m": os.getloadavg()[0], **machine()}))  # fmt: skip
 
 
 if __name__ == "__main__":
