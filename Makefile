@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO   := runs/demo_cnn
 CKPT   := $(DEMO)/checkpoints/best.ckpt
 # The CNN captioner meets the demo targets on 2 CPU cores (docs/BENCHMARKS.md). Its ViT twin (test BLEU-4 92.2 at the
-# same compute) takes 1.3x the wall time on a CPU: make demo DEMO_CONFIG=configs/demo/shapes_caption_vit.yaml DEMO=runs/demo
+# same compute) took 3:07 where the previous CNN demo took 2:24: make demo DEMO_CONFIG=configs/demo/shapes_caption_vit.yaml DEMO=runs/demo
 DEMO_CONFIG := configs/demo/shapes_caption_cnn.yaml
 
 .PHONY: demo test setup lint clean

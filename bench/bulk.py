@@ -62,6 +62,12 @@ def tree_pss_mb(pid: int) -> float:
     return total / 1024
 
 
+def clear(out: Path) -> None:
+    """Remove a bulk run's results and part files, so the next run captions every image again."""
+    for p in [out, *out.parent.glob(out.name + ".part*")]:
+        p.unlink(missing_ok=True)
+
+
 def rows_written(out: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in out.parent.glob(out.name + "*") if p.is_file())
 
@@ -193,8 +199,7 @@ def caption_part(args: argparse.Namespace, ckpt: Path, images: Path, work: Path,
     for round_ in range(args.repeats):
         for name, cmd, cmd_env in runs[round_ % 3 :] + runs[: round_ % 3]:  # the order rotates every round
             if name == "bulk":
-                for p in [out, *out.parent.glob(out.name + ".part*")]:
-                    p.unlink(missing_ok=True)
+                clear(out)
                 seconds, err, samples = run(cmd, cmd_env, out)
                 assert sum(1 for _ in open(out)) == args.images, "bulk run did not caption every image"
                 bulk_s.append(seconds)
@@ -202,13 +207,11 @@ def caption_part(args: argparse.Namespace, ckpt: Path, images: Path, work: Path,
                 memory.append(samples)
             else:
                 (one_s if name == "one" else one1_s).append(run(cmd, cmd_env)[0])
-        for p in [out, *out.parent.glob(out.name + ".part*")]:
-            p.unlink(missing_ok=True)
+        clear(out)
         pair = [(one_head, one_head_s), (bulk_head, bulk_head_s)]
         for cmd, times in pair if round_ % 2 == 0 else pair[::-1]:
             times.append(run(cmd, env)[0])
-            for p in [out, *out.parent.glob(out.name + ".part*")]:
-                p.unlink(missing_ok=True)
+            clear(out)
     samples = max(memory, key=len)
     rest = args.images - args.head
     one_marginal = [rest / (a - b) for a, b in zip(one_s, one_head_s)]

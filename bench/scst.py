@@ -141,7 +141,9 @@ def step_speed(xe_config: str, scst_config: str, ckpt: str, overrides: list[str]
         t.train()
         if t.freeze_encoder is True:  # as `EncoderFreeze` trains it: no encoder gradients, BatchNorm in eval mode
             t.model.encoder.requires_grad_(False)
-            t.model.encoder.eval()
+            for module in t.model.encoder.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
     steps = {"xe": lambda: xe_step("xe"), "xe_grouped": lambda: xe_step("xe_grouped"), "scst": scst_train_step}
     times = interleaved(steps, repeats, 2, torch.device("cpu"))
     out: dict = {"samples_per_image": task.scst.num_samples, "sample_method": task.scst.sample_method,

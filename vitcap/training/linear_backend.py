@@ -92,8 +92,7 @@ def cpu_facts() -> dict[str, Any]:
 
 def cached_backends() -> list[str]:
     """The backends cached for this CPU model, thread count and torch version (any model): what training picks here."""
-    facts = cpu_facts()
-    prefix = f"{facts['cpu']}|threads={facts['threads']}|torch={facts['torch']}|"
+    prefix = _machine_key()
     entries = _read_cache(_cache_dir() / CACHE_FILE)
     return sorted(
         {v["backend"] for k, v in entries.items() if k.startswith(prefix) and isinstance(v, dict) and "backend" in v}
@@ -112,12 +111,17 @@ def _cache_dir() -> Path:
     return Path(base) / "vitcap"
 
 
-def _key(model: nn.Module, example: tuple[Tensor, ...]) -> str:
+def _machine_key() -> str:
+    """The machine part of a cache key: CPU model, threads and torch version."""
     facts = cpu_facts()
+    return f"{facts['cpu']}|threads={facts['threads']}|torch={facts['torch']}|"
+
+
+def _key(model: nn.Module, example: tuple[Tensor, ...]) -> str:
     shapes = sorted((m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear))
     signature = json.dumps([shapes, [list(t.shape) for t in example]])
     digest = hashlib.sha1(signature.encode()).hexdigest()[:12]
-    return f"{facts['cpu']}|threads={facts['threads']}|torch={facts['torch']}|model={digest}"
+    return f"{_machine_key()}model={digest}"
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
