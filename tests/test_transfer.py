@@ -111,10 +111,11 @@ def test_encoder_trains_only_after_the_given_epoch(tmp_path: Path) -> None:
 
 
 def test_the_shipped_vit_configs_share_one_encoder() -> None:
-    """`shapes_caption_vit_from_classifier.yaml` starts from `shapes_classify_vit.yaml`'s checkpoint: the four ViT
+    """`shapes_caption_vit_from_classifier.yaml` starts from `shapes_classify_vit_scenes.yaml`'s checkpoint: the ViT
     demo configs must build the same encoder at the same image size, or `init_from` fails."""
     configs = Path(__file__).resolve().parents[1] / "configs" / "demo"
-    names = ["shapes_classify_vit", "shapes_caption_vit", "shapes_caption_vit_from_classifier", "shapes_joint_vit"]
+    names = ["shapes_classify_vit", "shapes_classify_vit_scenes", "shapes_caption_vit"]
+    names += ["shapes_caption_vit_from_classifier", "shapes_joint_vit"]
     seen = set()
     for name in names:
         cfg = yaml.safe_load((configs / f"{name}.yaml").read_text())

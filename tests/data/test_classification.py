@@ -15,7 +15,8 @@ from vitcap.data.classification import (
     split_indices,
 )
 from vitcap.data.datamodules import ClassificationDataModule
-from vitcap.data.shapes import CLASS_NAMES, make_scene, render_scene, write_shapes
+from vitcap.data.shapes import CLASS_NAMES, COLOR_CLASS_NAMES, make_scene, render_scene, scene_label, write_shapes
+from vitcap.errors import ConfigError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 FASHION = SHARED_DATA / "fashion-mnist"
@@ -129,6 +130,26 @@ def test_image_folder_problems(tmp_path):
     assert len(dm.dataset("train")) == 6
     splits, names, _ = scan_image_folder(root)
     assert names == sorted(names)
+
+
+def test_shapes_scenes_with_colour_labels():
+    dm = ClassificationDataModule(
+        "shapes", img_size=32, max_objects=2, label_scheme="size_color_shape", num_train=24, num_val=4, batch_size=24
+    )
+    assert dm.num_classes == 60 and dm.class_names == list(COLOR_CLASS_NAMES)
+    assert dm.hflip is False  # the label names the left object: a mirrored scene would name the other one
+    batch = next(iter(dm.train_dataloader()))
+    scenes = {i: make_scene(0, int(i.split("_")[1]), "train", 32, 1, 2) for i in batch["ids"]}
+    assert batch["labels"].tolist() == [scene_label(scenes[i], "size_color_shape") for i in batch["ids"]]
+    assert any(len(s.objects) == 2 for s in scenes.values())
+    with pytest.raises(ConfigError, match="data.hflip must be false"):
+        ClassificationDataModule("shapes", max_objects=2, hflip=True)
+    with pytest.raises(ConfigError, match="data.max_objects must be 1-4"):
+        ClassificationDataModule("shapes", max_objects=5)
+    with pytest.raises(ConfigError, match="data.label_scheme must be one of"):
+        ClassificationDataModule("shapes", label_scheme="colour")
+    with pytest.raises(ConfigError, match="data.max_objects applies to the built-in shapes only"):
+        ClassificationDataModule("mnist", root="/nonexistent", max_objects=2)
 
 
 def test_shapes_classification_labels_match_scenes():

@@ -9,13 +9,19 @@ from PIL import Image
 from vitcap.data.captions import read_captions
 from vitcap.data.shapes import (
     CLASS_NAMES,
+    COLOR_CLASS_NAMES,
     COLORS,
+    PLURALS,
     SHAPES,
     VOCABULARY,
     make_scene,
     render_scene,
+    scene_label,
     shapes_main,
 )
+from vitcap.errors import ConfigError
+
+SINGULAR = {v: k for k, v in PLURALS.items()}
 
 
 def _digest(scenes) -> str:
@@ -137,6 +143,26 @@ def test_classification_labels():
         labels.add(s.label)
     assert labels == set(range(10))
     assert len(SHAPES) == 5 and len(COLORS) == 6
+
+
+def test_color_labels_name_the_object_the_caption_names_first():
+    assert len(COLOR_CLASS_NAMES) == 60 and list(COLOR_CLASS_NAMES) == sorted(COLOR_CLASS_NAMES)
+    labels, two = set(), 0
+    for i in range(300):
+        s = make_scene(0, i, "train", 32, 1, 2)
+        assert scene_label(s) == s.label  # the default scheme is the scene's own label
+        # "there is a SIZE COLOUR SHAPE ..." / "there are two SIZE COLOUR SHAPES ...": the forward caption's first NP
+        words = next(c for c in s.captions if c.startswith("there ")).split()
+        size, color, shape = words[3], words[4], SINGULAR.get(words[5], words[5])
+        name = COLOR_CLASS_NAMES[scene_label(s, "size_color_shape")]
+        assert name == f"{size}_{color}_{shape}"
+        o = s.objects[s.first]
+        assert name == f"{o.size}_{o.color}_{o.shape}"
+        labels.add(name)
+        two += len(s.objects) == 2 and len({(x.size, x.color, x.shape) for x in s.objects}) == 2
+    assert two > 100 and len(labels) > 50  # two-object scenes, where which object comes first matters
+    with pytest.raises(ConfigError, match="label scheme"):
+        scene_label(make_scene(0, 0), "colour")
 
 
 def test_shapes_main_writes_loadable_trees(tmp_path):

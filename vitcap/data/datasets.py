@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vitcap.data.images import load_image
-from vitcap.data.shapes import Scene, make_scene, render_scene
+from vitcap.data.shapes import Scene, make_scene, render_scene, scene_label
 
 __all__ = [
     "CaptionEvalDataset",
@@ -235,10 +235,25 @@ class FileClassificationDataset(Dataset):
 
 
 class ShapesClassificationDataset(Dataset):
-    """Single-object shapes scenes labelled with ``CLASS_NAMES`` (size and shape), rendered on demand."""
+    """Shapes scenes of 1 to ``max_objects`` objects, rendered on demand, labelled by ``scene_label``.
 
-    def __init__(self, seed: int, split: str, num: int, img_size: int, transform: Transform) -> None:
-        self.scenes = [make_scene(seed, i, split, img_size, 1, 1) for i in range(num)]
+    The default (single objects, scheme ``"size_shape"``) is the 10-class ``CLASS_NAMES`` task; with
+    ``"size_color_shape"`` the 60 ``COLOR_CLASS_NAMES`` name the colour too, and with ``max_objects`` > 1 the label
+    is the object the caption names first (the left or upper one), so a horizontal flip would change it.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        split: str,
+        num: int,
+        img_size: int,
+        transform: Transform,
+        max_objects: int = 1,
+        labels: str = "size_shape",
+    ) -> None:
+        self.scenes = [make_scene(seed, i, split, img_size, 1, max_objects) for i in range(num)]
+        self.labels = [scene_label(s, labels) for s in self.scenes]
         self.ids = [f"{split}_{i:06d}" for i in range(num)]
         self.transform = transform
         self._rendered = RenderCache(self.scenes)
@@ -248,4 +263,4 @@ class ShapesClassificationDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         image = self._rendered[i]  # (3, H, W) uint8
-        return {"image": self.transform(image), "label": self.scenes[i].label, "id": self.ids[i]}
+        return {"image": self.transform(image), "label": self.labels[i], "id": self.ids[i]}

@@ -39,7 +39,10 @@ Classification label: ``CLASS_NAMES`` (10 classes, sorted like an image-folder t
 object the forward caption (FWD) names first: the left (or upper) one of two different objects, else the first
 group in canonical order. Classification scenes hold exactly one object (``min_objects = max_objects = 1``), so
 there the label is that object's shape and size, not its colour or position; captioning scenes carry a label too
-(the joint classification + captioning task trains on both).
+(the joint classification + captioning task trains on both). ``COLOR_CLASS_NAMES`` (60 classes, ``SIZE_COLOUR_SHAPE``)
+name the same object's colour as well; with two objects a classifier of those classes must find the object the
+caption names first (the left or upper one) and read its colour, size and shape, which is most of what a caption
+says (``scene_label``).
 
 ``write_shapes`` writes the same data to disk (``classify/{split}/{class}/{id}.png`` and
 ``captions/images/{id}.png`` + ``captions/captions.jsonl`` with a ``split`` per line) so the file loaders serve
@@ -63,6 +66,8 @@ from vitcap.errors import ConfigError
 __all__ = [
     "CLASS_NAMES",
     "COLORS",
+    "COLOR_CLASS_NAMES",
+    "LABEL_SCHEMES",
     "SHAPES",
     "SIZES",
     "VOCABULARY",
@@ -71,6 +76,7 @@ __all__ = [
     "make_scene",
     "render_scene",
     "scene_image",
+    "scene_label",
     "shapes_main",
     "write_shapes",
 ]
@@ -88,6 +94,9 @@ COLORS = {
 SIZES = ("small", "large")
 COUNTS = {2: "two", 3: "three", 4: "four"}
 CLASS_NAMES = tuple(sorted(f"{size}_{shape}" for shape in SHAPES for size in SIZES))
+COLOR_CLASS_NAMES = tuple(sorted(f"{size}_{color}_{shape}" for shape in SHAPES for color in COLORS for size in SIZES))
+# What a classification label names (``scene_label``): the class names of each scheme.
+LABEL_SCHEMES = {"size_shape": CLASS_NAMES, "size_color_shape": COLOR_CLASS_NAMES}
 _FUNCTION_WORDS = ("a", "an", "and", "are", "is", "there", "image", "of", "the", "picture", "shows", "to", "left")
 _FUNCTION_WORDS += ("right", "above", "below", ",")
 VOCABULARY = tuple(
@@ -137,6 +146,7 @@ class Scene:
         img_size: Image side in pixels.
         background: (grey level, gradient x, gradient y, tint r, g, b).
         noise_seed: Seed of the pixel-noise stream.
+        first: Index into ``objects`` of the object the forward caption names first.
     """
 
     objects: tuple[ShapeObject, ...]
@@ -145,6 +155,17 @@ class Scene:
     img_size: int
     background: tuple[float, float, float, int, int, int]
     noise_seed: int
+    first: int = 0
+
+
+def scene_label(scene: Scene, scheme: str = "size_shape") -> int:
+    """Class index of a scene under a label scheme (``LABEL_SCHEMES``): the first-named object's size and shape
+    (``CLASS_NAMES``, the same as ``scene.label``) or its size, colour and shape (``COLOR_CLASS_NAMES``)."""
+    if scheme not in LABEL_SCHEMES:
+        raise ConfigError(f"shapes label scheme must be one of {sorted(LABEL_SCHEMES)}, got {scheme!r}")
+    o = scene.objects[scene.first]
+    name = f"{o.size}_{o.shape}" if scheme == "size_shape" else f"{o.size}_{o.color}_{o.shape}"
+    return LABEL_SCHEMES[scheme].index(name)
 
 
 def make_scene(
@@ -178,7 +199,8 @@ def make_scene(
     noise_seed = int(rng.random() * 2**52)
     captions, first = _captions(objects, rng)
     label = CLASS_NAMES.index(f"{first.size}_{first.shape}")
-    return Scene(objects, captions, label, img_size, (level, grad[0], grad[1], *tint), noise_seed)
+    background = (level, grad[0], grad[1], *tint)
+    return Scene(objects, captions, label, img_size, background, noise_seed, objects.index(first))
 
 
 def render_scene(scene: Scene) -> np.ndarray:

@@ -31,6 +31,7 @@ from vitcap.data.datamodules.loaders import make_loader
 from vitcap.data.datamodules.shards import LabelDecode, ShardData, ShardOptions
 from vitcap.data.datasets import FileClassificationDataset, ShapesClassificationDataset, TensorClassificationDataset
 from vitcap.data.shapes import CLASS_NAMES as SHAPES_CLASS_NAMES
+from vitcap.data.shapes import LABEL_SCHEMES
 from vitcap.data.shards.index import is_shard_spec
 from vitcap.data.transforms import (
     IMAGENET_MEAN,
@@ -77,6 +78,11 @@ class ClassificationDataModule(L.LightningDataModule):
         num_train: Shapes: training images.
         num_val: Shapes: validation images.
         num_test: Shapes: test images.
+        max_objects: Shapes: most objects per scene (1-4). With more than one, the label is the object the caption
+            names first (the left or upper one), so horizontal flips are off by default and refused when asked for.
+        label_scheme: Shapes: what a class names, ``"size_shape"`` (10 classes, ``vitcap.data.shapes.CLASS_NAMES``)
+            or ``"size_color_shape"`` (60, ``COLOR_CLASS_NAMES``). Two-object scenes with the 60 classes teach an
+            encoder most of what a shapes caption says (configs/demo/shapes_classify_vit_scenes.yaml).
         download: Allow torchvision to download MNIST/Fashion-MNIST/CIFAR-10 into ``root``.
         class_names: Override the class names (e.g. for ``"idx"``).
         augment: Training augmentation on/off.
@@ -107,6 +113,8 @@ class ClassificationDataModule(L.LightningDataModule):
         num_train: int = 5000,
         num_val: int = 500,
         num_test: int = 500,
+        max_objects: int = 1,
+        label_scheme: Literal["size_shape", "size_color_shape"] = "size_shape",
         download: bool = False,
         class_names: list[str] | None = None,
         augment: bool = True,
@@ -143,6 +151,22 @@ class ClassificationDataModule(L.LightningDataModule):
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.download = download
         self.augment, self.crop = augment, crop
+        self.max_objects, self.label_scheme = max_objects, label_scheme
+        if data != "shapes" and (max_objects != 1 or label_scheme != "size_shape"):
+            key = "data.max_objects" if max_objects != 1 else "data.label_scheme"
+            raise ConfigError(f"{key} applies to the built-in shapes only, not data={data!r}", key=key)
+        if data == "shapes":
+            if not 1 <= max_objects <= 4:
+                raise ConfigError(f"data.max_objects must be 1-4, got {max_objects}", key="data.max_objects")
+            if label_scheme not in LABEL_SCHEMES:
+                raise ConfigError(f"data.label_scheme must be one of {sorted(LABEL_SCHEMES)}, got {label_scheme!r}",
+                                  key="data.label_scheme")  # fmt: skip
+            names = LABEL_SCHEMES[label_scheme]
+            if max_objects > 1:  # the label names the left (or upper) object: a mirrored scene names another
+                if hflip:
+                    raise ConfigError("data.hflip must be false when data.max_objects > 1: a flip swaps the left and "
+                                      "right objects, and the label names the left one", key="data.hflip")  # fmt: skip
+                default_flip = False
         self.hflip = default_flip if hflip is None else hflip
         self.randaugment, self.auto_augment = randaugment, auto_augment
         self.skip_bad = skip_bad
@@ -238,9 +262,14 @@ class ClassificationDataModule(L.LightningDataModule):
         train_tf, eval_tf = self._transforms()
         if self.data == "shapes":
             return {
-                "train": ShapesClassificationDataset(self.seed, "train", self.num_train, self.img_size, train_tf),
-                "val": ShapesClassificationDataset(self.seed, "val", self.num_val, self.img_size, eval_tf),
-                "test": ShapesClassificationDataset(self.seed, "test", self.num_test, self.img_size, eval_tf),
+                split: ShapesClassificationDataset(
+                    self.seed, split, num, self.img_size, tf, self.max_objects, self.label_scheme
+                )
+                for split, num, tf in (
+                    ("train", self.num_train, train_tf),
+                    ("val", self.num_val, eval_tf),
+                    ("test", self.num_test, eval_tf),
+                )
             }
         if self.data in ("mnist", "fashion_mnist", "idx", "cifar10"):
             return self._build_tensor(train_tf, eval_tf)
