@@ -39,10 +39,8 @@ Classification label: ``CLASS_NAMES`` (10 classes, sorted like an image-folder t
 object the forward caption (FWD) names first: the left (or upper) one of two different objects, else the first
 group in canonical order. Classification scenes hold exactly one object (``min_objects = max_objects = 1``), so
 there the label is that object's shape and size, not its colour or position; captioning scenes carry a label too
-(the joint classification + captioning task trains on both). ``COLOR_CLASS_NAMES`` (60 classes, ``SIZE_COLOUR_SHAPE``)
-name the same object's colour as well; with two objects a classifier of those classes must find the object the
-caption names first (the left or upper one) and read its colour, size and shape, which is most of what a caption
-says (``scene_label``).
+(the joint classification + captioning task trains on both). ``COLOR_CLASS_NAMES`` (60, ``SIZE_COLOUR_SHAPE``) name
+its colour too: on two-object scenes, most of what a caption says (``scene_label``).
 
 ``write_shapes`` writes the same data to disk (``classify/{split}/{class}/{id}.png`` and
 ``captions/images/{id}.png`` + ``captions/captions.jsonl`` with a ``split`` per line) so the file loaders serve
@@ -95,8 +93,7 @@ SIZES = ("small", "large")
 COUNTS = {2: "two", 3: "three", 4: "four"}
 CLASS_NAMES = tuple(sorted(f"{size}_{shape}" for shape in SHAPES for size in SIZES))
 COLOR_CLASS_NAMES = tuple(sorted(f"{size}_{color}_{shape}" for shape in SHAPES for color in COLORS for size in SIZES))
-# What a classification label names (``scene_label``): the class names of each scheme.
-LABEL_SCHEMES = {"size_shape": CLASS_NAMES, "size_color_shape": COLOR_CLASS_NAMES}
+LABEL_SCHEMES = {"size_shape": CLASS_NAMES, "size_color_shape": COLOR_CLASS_NAMES}  # class names per ``scene_label``
 _FUNCTION_WORDS = ("a", "an", "and", "are", "is", "there", "image", "of", "the", "picture", "shows", "to", "left")
 _FUNCTION_WORDS += ("right", "above", "below", ",")
 VOCABULARY = tuple(
@@ -159,8 +156,7 @@ class Scene:
 
 
 def scene_label(scene: Scene, scheme: str = "size_shape") -> int:
-    """Class index of a scene under a label scheme (``LABEL_SCHEMES``): the first-named object's size and shape
-    (``CLASS_NAMES``, the same as ``scene.label``) or its size, colour and shape (``COLOR_CLASS_NAMES``)."""
+    """Class of the first-named object: size and shape (``CLASS_NAMES``, = ``scene.label``) or with colour."""
     if scheme not in LABEL_SCHEMES:
         raise ConfigError(f"shapes label scheme must be one of {sorted(LABEL_SCHEMES)}, got {scheme!r}")
     o = scene.objects[scene.first]
@@ -199,8 +195,7 @@ def make_scene(
     noise_seed = int(rng.random() * 2**52)
     captions, first = _captions(objects, rng)
     label = CLASS_NAMES.index(f"{first.size}_{first.shape}")
-    background = (level, grad[0], grad[1], *tint)
-    return Scene(objects, captions, label, img_size, background, noise_seed, objects.index(first))
+    return Scene(objects, captions, label, img_size, (level, *grad, *tint), noise_seed, objects.index(first))
 
 
 def render_scene(scene: Scene) -> np.ndarray:
