@@ -90,14 +90,16 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=98, help="optimizer steps between validations")
     parser.add_argument("--routes", nargs="+", default=list(ROUTES), choices=list(ROUTES))
     parser.add_argument("--classifier", default=CLASSIFY, help="config of route (b)'s classifier stage")
+    parser.add_argument("--seed", type=int, default=None, help="seed_everything of every stage (default: configs')")
     parser.add_argument("--classify-args", default="", help="overrides of the classifier stage, one string")
     args = parser.parse_args()
-    args.classify_args = args.classify_args.split()
+    seed = ["--seed_everything", str(args.seed)] if args.seed is not None else []
+    args.classify_args = [*seed, *args.classify_args.split()]
     start = time.perf_counter()
     result: dict = {"bench": "transfer", "cpu": cpu_name(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "load_avg_1m_before": load_avg()}  # fmt: skip
     steps = ["--trainer.max_steps", str(args.steps)] if args.steps else []
-    common = [*steps, "--trainer.val_check_interval", str(args.val_every)]
+    common = [*seed, *steps, "--trainer.val_check_interval", str(args.val_every)]
     cnn = measure(["--config", str(REPO / CNN_DEMO)])
     result["cnn_demo_tflop"] = round(cnn["total_pflop"] * 1000, 2)
     result["budget_tflop"] = BUDGET_TFLOP
