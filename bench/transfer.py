@@ -158,12 +158,12 @@ def main() -> None:
         result["scratch_best_val_bleu4"] = bar
         for r in routes.values():
             r["steps_to_scratch_best_val"] = first_step_reaching(r["val_bleu4"], bar)
-        scratch = routes["scratch"]["steps_to_scratch_best_val"]
-        reached = [r["steps_to_scratch_best_val"] for n, r in routes.items() if n.startswith("classifier_init")]
-        reached = [s for s in reached if s is not None]
-        if any(n.startswith("classifier_init") for n in routes):  # half the steps (a) needed for its best
-            result["classifier_init_steps_to_scratch_best_val"] = min(reached) if reached else None
-            result["target_classifier_init_half_steps"] = bool(reached) and min(reached) <= scratch / 2
+        steps_b = [r["steps_to_scratch_best_val"] for n, r in routes.items() if n.startswith("classifier_init")]
+        if steps_b:  # the target: half the steps (a) needed for its best
+            first = min((s for s in steps_b if s is not None), default=None)
+            result["classifier_init_steps_to_scratch_best_val"] = first
+            half = routes["scratch"]["steps_to_scratch_best_val"] / 2
+            result["target_classifier_init_half_steps"] = first is not None and first <= half
     best = max(routes.items(), key=lambda kv: kv[1]["test"].get("bleu4", 0.0))
     result["best_route"] = best[0]
     result["target_vit_bleu4_90_within_cnn_compute"] = bool(

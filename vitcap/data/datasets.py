@@ -250,10 +250,10 @@ class ShapesClassificationDataset(Dataset):
         img_size: int,
         transform: Transform,
         max_objects: int = 1,
-        labels: str = "size_shape",
+        label_scheme: str = "size_shape",
     ) -> None:
         self.scenes = [make_scene(seed, i, split, img_size, 1, max_objects) for i in range(num)]
-        self.labels = [scene_label(s, labels) for s in self.scenes]
+        self.labels = [scene_label(s, label_scheme) for s in self.scenes]
         self.ids = [f"{split}_{i:06d}" for i in range(num)]
         self.transform = transform
         self._rendered = RenderCache(self.scenes)

@@ -139,20 +139,20 @@ class Scene:
     Attributes:
         objects: The objects in drawing order.
         captions: Five captions, one per template.
-        label: Index into ``CLASS_NAMES`` of the object the forward caption names first.
+        first: Index into ``objects`` of the object the forward caption names first.
         img_size: Image side in pixels.
         background: (grey level, gradient x, gradient y, tint r, g, b).
         noise_seed: Seed of the pixel-noise stream.
-        first: Index into ``objects`` of the object the forward caption names first.
     """
 
     objects: tuple[ShapeObject, ...]
     captions: tuple[str, ...]
-    label: int
+    first: int
     img_size: int
     background: tuple[float, float, float, int, int, int]
     noise_seed: int
-    first: int = 0
+
+    label = property(lambda self: scene_label(self), doc="``CLASS_NAMES`` index of ``objects[first]``.")
 
 
 def scene_label(scene: Scene, scheme: str = "size_shape") -> int:
@@ -194,8 +194,7 @@ def make_scene(
     tint = tuple(_below(rng, 11) - 5 for _ in range(3))
     noise_seed = int(rng.random() * 2**52)
     captions, first = _captions(objects, rng)
-    label = CLASS_NAMES.index(f"{first.size}_{first.shape}")
-    return Scene(objects, captions, label, img_size, (level, *grad, *tint), noise_seed, objects.index(first))
+    return Scene(objects, captions, objects.index(first), img_size, (level, *grad, *tint), noise_seed)
 
 
 def render_scene(scene: Scene) -> np.ndarray:
